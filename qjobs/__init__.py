@@ -1,0 +1,1 @@
+"""The job pipeline shared by every QStash-delivered job of this service."""

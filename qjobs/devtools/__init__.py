@@ -1,0 +1,1 @@
+"""Local development and test helpers: the Firestore emulator, a local QStash stand-in."""

@@ -1,0 +1,78 @@
+"""The HTTP edge: JSON responses in one shape, the capped body, the URL QStash signed."""
+
+import io
+import json
+from typing import Any
+
+import flask
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from qjobs.config import Settings
+from qjobs.errors import ApiError, ErrorDetail, non_retryable
+
+
+def json_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> flask.Response:
+    return flask.Response(
+        json.dumps(body, separators=(",", ":"), default=str),
+        status=status,
+        headers=headers or {},
+        mimetype="application/json",
+    )
+
+
+def error_response(error: ApiError) -> flask.Response:
+    return json_response(error.status, error.body(), error.headers)
+
+
+def payload_too_large(limit: int) -> ApiError:
+    return non_retryable("payload_too_large", f"the body is larger than {limit} bytes")
+
+
+def read_capped_body(request: flask.Request, limit: int) -> bytes:
+    """Read the body once. Flask's MAX_CONTENT_LENGTH (set to the same limit) makes the
+    read stop at the cap, so an oversized body is never held in memory."""
+    if request.content_length is not None and request.content_length > limit:
+        ignore_body(request)
+        raise payload_too_large(limit)
+    try:
+        body = request.get_data(cache=True)
+    except RequestEntityTooLarge:
+        ignore_body(request)
+        raise payload_too_large(limit) from None
+    if len(body) > limit:
+        raise payload_too_large(limit)
+    return body
+
+
+def ignore_body(request: flask.Request) -> None:
+    """functions-framework reads the body again after every response; for a body over the
+    cap that read would raise 413 outside any handler (a 500). An empty stream in its place
+    ends the request cleanly; the server discards the unread bytes without buffering them."""
+    request.stream = io.BytesIO()
+
+
+def ignore_oversized_body(limit: int) -> None:
+    """Before any route: an oversized body is never read, whatever the path."""
+    request = flask.request
+    if request.content_length is not None and request.content_length > limit:
+        ignore_body(request)
+
+
+def signed_url(request: flask.Request, settings: Settings) -> str:
+    """The URL QStash published to, which the token's `sub` must name.
+
+    On Cloud Run the configured public base URL is the only source: every destination of
+    one QStash account shares its keys, so trusting the client-controlled Host header would
+    let a token minted for another service open this one. Cloud Run also terminates TLS, so
+    the scheme the app sees is `http`: off Cloud Run, `https` is assumed likewise.
+    """
+    query = request.query_string.decode("latin-1")
+    path = request.path + (f"?{query}" if query else "")
+    if settings.public_base_url:
+        return settings.public_base_url + path
+    host = request.headers.get("X-Forwarded-Host") or request.headers.get("Host", "")
+    return f"https://{host}{path}"
+
+
+def header_detail(header: str, code: str, message: str) -> ErrorDetail:
+    return ErrorDetail(field=header, code=code, message=message)

@@ -1,0 +1,293 @@
+"""The path every delivery takes, one small step per check (docs/architecture.md).
+
+route -> capped body -> signature -> message id -> payload -> ledger claim -> job ->
+outcome recorded -> one JSON response and one log line.
+Nothing before the claim writes to Firestore.
+"""
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import flask
+from pydantic import BaseModel, ValidationError
+
+from qjobs import ledger as ledger_module
+from qjobs.config import Settings
+from qjobs.errors import ApiError, ErrorDetail, PermanentJobError, non_retryable
+from qjobs.firestore_client import BoundedClient, RpcBudget
+from qjobs.http import error_response, header_detail, json_response, read_capped_body, signed_url
+from qjobs.jobs import JobContext, JobResult, JobSpec, Write
+from qjobs.ledger import Claim, ClaimLost, Delivery, Ledger
+from qjobs.logs import DeliveryLog, log_delivery
+from qjobs.safe_id import is_safe_id
+from qjobs.shutdown import ActiveRuns, Shutdown
+from qjobs.signature import SignatureError, VerifiedToken, verify_signature
+
+log = logging.getLogger(__name__)
+
+HEALTH_PATH = "/health"
+JOB_METHOD = "POST"
+
+
+class Services:
+    """Per-process Firestore client and ledger, made on first use: the app module is
+    imported in gunicorn's master before it forks, where no connection may be opened."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.budget = RpcBudget(settings.firestore_timeout_seconds)
+        self._lock = threading.Lock()
+        self._ledger: Ledger | None = None
+
+    def ledger(self) -> Ledger:
+        with self._lock:
+            if self._ledger is None:
+                db = BoundedClient(self.budget, project=self.settings.google_cloud_project)
+                self._ledger = Ledger(
+                    db,
+                    collection=self.settings.ledger_collection,
+                    token_collection=self.settings.token_collection,
+                    lease=timedelta(seconds=self.settings.job_lease_seconds),
+                    retention=timedelta(days=self.settings.ledger_retention_days),
+                    rpc=self.budget.kwargs(),
+                )
+            return self._ledger
+
+
+class Pipeline:
+    def __init__(self, settings: Settings, routes: Mapping[str, JobSpec[Any]], services: Services) -> None:
+        self.settings = settings
+        self.routes = dict(routes)
+        self.services = services
+        self.active = ActiveRuns()
+        self.shutdown = Shutdown(self.active, settings.shutdown_grace_seconds)
+
+    def handle(self, request: flask.Request) -> flask.Response:
+        if request.path == HEALTH_PATH:
+            return self._health(request)
+        record = DeliveryLog(path=request.path)
+        started = time.monotonic()
+        failure: BaseException | None = None
+        try:
+            response = self._deliver(request, record)
+        except ApiError as error:
+            response = error_response(error)
+            record.error = record.error or error.code
+        except Exception as error:
+            failure = error
+            response = error_response(job_failed())
+            record.error, record.outcome = "job_failed", record.outcome or "failed"
+        record.status = response.status_code
+        record.outcome = record.outcome or ("refused" if response.status_code >= 400 else "ok")
+        log_delivery(record, (time.monotonic() - started) * 1000, failure)
+        return response
+
+    def _health(self, request: flask.Request) -> flask.Response:
+        if request.method not in ("GET", "HEAD"):
+            raise_method_not_allowed("GET, HEAD")
+        return json_response(200, {"status": "ok"})
+
+    def _deliver(self, request: flask.Request, record: DeliveryLog) -> flask.Response:
+        job = self._route(request)
+        record.job = job.name
+        if self.shutdown.draining.is_set():
+            raise ApiError(503, "shutting_down", "this instance is shutting down", headers={"Retry-After": "1"})
+        body = read_capped_body(request, self.settings.max_body_bytes)
+        token = self._verify(request, body, record)
+        message_id = require_message_id(request)
+        record.message_id = message_id
+        record.retried = retried_count(request)
+        payload = parse_payload(body, job.payload_model)
+        delivery = Delivery(
+            message_id=message_id,
+            job=job.name,
+            body_sha256=ledger_module.body_sha256(body),
+            retried=record.retried,
+            jti=token.jti,
+            token_valid_until=datetime.fromtimestamp(token.expires_at + self.settings.clock_tolerance_seconds, UTC),
+        )
+        return self._run_once(job, payload, delivery, record)
+
+    def _route(self, request: flask.Request) -> JobSpec[Any]:
+        job = self.routes.get(request.path)
+        if job is None:
+            raise ApiError(404, "not_found", f"no job is served at {request.path}")
+        if request.method != JOB_METHOD:
+            raise_method_not_allowed(JOB_METHOD)
+        return job
+
+    def _verify(self, request: flask.Request, body: bytes, record: DeliveryLog) -> VerifiedToken:
+        signature = request.headers.get("Upstash-Signature")
+        if not signature:
+            raise ApiError(401, "missing_signature", "the Upstash-Signature header is required")
+        keys = self.settings.keys_for_region(request.headers.get("upstash-region"))
+        try:
+            return verify_signature(
+                signature,
+                body=body,
+                url=signed_url(request, self.settings),
+                keys=keys.all(),
+                leeway=self.settings.clock_tolerance_seconds,
+            )
+        except SignatureError as error:
+            record.reason = error.reason
+            raise invalid_signature(error.reason, error.message) from None
+
+    def _run_once(
+        self, job: JobSpec[Any], payload: BaseModel, delivery: Delivery, record: DeliveryLog
+    ) -> flask.Response:
+        ledger = self.services.ledger()
+        try:
+            ledger.answer_if_finished(delivery)
+            claim = ledger.claim(delivery)
+        except ledger_module.LedgerAnswer as answer:
+            return ledger_answer_response(answer, delivery, record)
+        record.attempt = claim.attempt
+        key = self.active.add(lambda: ledger.fail(claim, "shutdown", "the instance shut down during the run"))
+        try:
+            return self._run_claimed(job, payload, ledger, claim, record)
+        finally:
+            self.active.remove(key)
+
+    def _run_claimed(
+        self, job: JobSpec[Any], payload: BaseModel, ledger: Ledger, claim: Claim, record: DeliveryLog
+    ) -> flask.Response:
+        delivery = claim.delivery
+        try:
+            result = job.run(payload, self._context(ledger, claim))
+            ledger.succeed(claim, result.writes, result.result)
+        except PermanentJobError as error:
+            ledger.reject(claim, error.code, error.message)
+            record.outcome, record.error = "rejected", error.code
+            raise non_retryable(error.code, error.message) from None
+        except ClaimLost:
+            record.outcome = "claim_lost"
+            raise ApiError(
+                409, "claim_lost", "another attempt took this message over", headers={"Retry-After": "5"}
+            ) from None
+        except Exception as error:
+            record.outcome = "failed"
+            record_failure(ledger, claim, error)
+            raise
+        record.outcome = "succeeded"
+        return json_response(200, success_body(delivery.message_id, result, duplicate=False))
+
+    def _context(self, ledger: Ledger, claim: Claim) -> JobContext:
+        def commit_page(writes: list[Write]) -> None:
+            ledger.commit_page(claim, writes)
+
+        return JobContext(
+            db=ledger.db,
+            message_id=claim.delivery.message_id,
+            attempt=claim.attempt,
+            retried=claim.delivery.retried,
+            rpc=ledger.rpc,
+            commit_page=commit_page,
+        )
+
+
+def record_failure(ledger: Ledger, claim: Claim, error: Exception) -> None:
+    """Best effort: if Firestore itself is what failed, the lease simply runs out."""
+    try:
+        ledger.fail(claim, "job_failed", type(error).__name__)
+    except Exception as unrecorded:
+        log.warning("could not record the failure", extra={"json_fields": {"error": type(unrecorded).__name__}})
+
+
+def job_failed() -> ApiError:
+    return ApiError(500, "job_failed", "the job failed; QStash will retry it")
+
+
+def raise_method_not_allowed(allowed: str) -> None:
+    raise ApiError(405, "method_not_allowed", f"use {allowed}", headers={"Allow": allowed})
+
+
+def invalid_signature(reason: str, message: str) -> ApiError:
+    return ApiError(
+        401,
+        "invalid_signature",
+        "the Upstash-Signature header does not verify",
+        [header_detail("Upstash-Signature", reason, message)],
+    )
+
+
+def require_message_id(request: flask.Request) -> str:
+    message_id = request.headers.get("Upstash-Message-Id", "")
+    if not is_safe_id(message_id):
+        raise non_retryable(
+            "missing_message_id",
+            "Upstash-Message-Id must be present and a safe document id",
+            [
+                header_detail(
+                    "Upstash-Message-Id",
+                    "missing" if not message_id else "unsafe_id",
+                    "1-128 letters, digits or _ - . : @",
+                )
+            ],
+        )
+    return message_id
+
+
+def retried_count(request: flask.Request) -> int:
+    value = request.headers.get("Upstash-Retried", "0")
+    return int(value) if value.isdigit() and len(value) < 6 else 0
+
+
+def parse_payload(body: bytes, model: type[BaseModel]) -> BaseModel:
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        data = None
+    if not isinstance(data, dict):
+        raise non_retryable("invalid_json", "the body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise non_retryable(
+            "validation_failed", "the payload does not match the job's schema", validation_details(error)
+        ) from None
+
+
+def validation_details(error: ValidationError) -> list[ErrorDetail]:
+    return [
+        ErrorDetail(
+            field=".".join(str(part) for part in issue["loc"]) or "(body)",
+            code=issue["type"],
+            message=issue["msg"].removeprefix("Value error, "),
+        )
+        for issue in error.errors(include_url=False, include_input=False)
+    ]
+
+
+def ledger_answer_response(
+    answer: ledger_module.LedgerAnswer, delivery: Delivery, record: DeliveryLog
+) -> flask.Response:
+    if isinstance(answer, ledger_module.AlreadySucceeded):
+        record.outcome = "duplicate"
+        body = success_body(delivery.message_id, JobResult(result=answer.result), duplicate=True)
+        return json_response(200, body)
+    record.outcome = "refused"
+    if isinstance(answer, ledger_module.AlreadyRejected):
+        record.outcome = "rejected"
+        raise non_retryable(answer.code, answer.message or "the message was rejected")
+    if isinstance(answer, ledger_module.InProgress):
+        record.outcome = "in_progress"
+        raise ApiError(
+            409,
+            "in_progress",
+            f"the message is being processed ({answer})",
+            headers={"Retry-After": str(answer.retry_after_seconds)},
+        )
+    if isinstance(answer, ledger_module.MessageIdReused):
+        raise non_retryable("message_id_reused", str(answer))
+    record.reason = "replayed"
+    raise invalid_signature("replayed", str(answer))
+
+
+def success_body(message_id: str, result: JobResult, *, duplicate: bool) -> dict[str, Any]:
+    return {**result.result, "ok": True, "messageId": message_id, "duplicate": duplicate}

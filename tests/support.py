@@ -1,0 +1,149 @@
+"""Helpers shared by the tests: keys, signed deliveries, a real server in a subprocess."""
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+from werkzeug.test import TestResponse
+
+from qjobs.signature import sign
+
+ROOT = Path(__file__).resolve().parent.parent
+MAIN = ROOT / "main.py"
+PROBE_MAIN = ROOT / "tests" / "apps" / "probe_main.py"
+PROJECT = "test-project"
+CURRENT_KEY = "sig_testCurrentKey000000000000000"
+NEXT_KEY = "sig_testNextKey00000000000000000000"
+PUBLIC_BASE_URL = "https://jobs.example.test"
+NOTIFY = "/api/jobs/notify-collaborators"
+MEMORY = "/api/jobs/memory-sync"
+PROBE = "/api/jobs/probe"
+NOTIFY_PAYLOAD = {
+    "tripId": "trip-1",
+    "event": "trip_updated",
+    "collaboratorIds": ["u1", "u2"],
+    "message": "Dates moved",
+}
+
+
+def new_message_id() -> str:
+    return f"msg_{uuid.uuid4().hex}"
+
+
+def encode(payload: Any) -> bytes:
+    return payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+
+
+def qstash_headers(
+    path: str,
+    body: bytes,
+    *,
+    message_id: str | None = None,
+    key: str = CURRENT_KEY,
+    base_url: str = PUBLIC_BASE_URL,
+    retried: int = 0,
+    **claims: Any,
+) -> dict[str, str]:
+    """The headers QStash sends with a delivery, signed for `base_url + path`."""
+    return {
+        "Content-Type": "application/json",
+        "User-Agent": "Upstash-QStash",
+        "Upstash-Signature": sign(body, url=base_url + path, key=key, **claims),
+        "Upstash-Message-Id": message_id or new_message_id(),
+        "Upstash-Retried": str(retried),
+    }
+
+
+def unsigned_token(claims: Mapping[str, Any]) -> str:
+    """An `alg: none` token: it carries claims but no signature."""
+
+    def part(value: Mapping[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+    return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}."
+
+
+def error_of(response: TestResponse | requests.Response) -> tuple[int, str, str | None]:
+    """(status, error code, first detail code) of an error response."""
+    body = response.json
+    body = body() if callable(body) else body
+    assert isinstance(body, dict)
+    details = body.get("details") or [{}]
+    status = response.status_code
+    return status, body["error"], details[0].get("code")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    """functions-framework started exactly as in production, on a free local port."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            return self.process.wait(timeout=10)
+
+
+def start_server(
+    env: Mapping[str, str], log_path: Path, *, source: Path = MAIN, command: list[str] | None = None
+) -> Server:
+    port = free_port()
+    argv = command or [sys.executable, "-m", "functions_framework", "--target=jobs", f"--source={source}"]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [*argv, f"--port={port}"],
+            cwd=ROOT,
+            env={**env, "PORT": str(port)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = Server(process, port, log_path)
+    wait_for_health(server)
+    return server
+
+
+def wait_for_health(server: Server, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"the server exited:\n{server.logs()}")
+        try:
+            if requests.get(f"{server.url}/health", timeout=1).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.1)
+    server.stop()
+    raise RuntimeError(f"the server did not become healthy:\n{server.logs()}")
