@@ -11,7 +11,7 @@ from werkzeug.exceptions import HTTPException
 
 from qjobs.config import ConfigError, Settings, load_settings
 from qjobs.errors import ApiError
-from qjobs.http import error_response, ignore_oversized_body, payload_too_large
+from qjobs.http import body_read_limit, error_response, ignore_oversized_body, payload_too_large
 from qjobs.jobs import JobSpec
 from qjobs.logs import configure_logging
 from qjobs.pipeline import Pipeline, Services, job_failed
@@ -47,7 +47,7 @@ def build_entry_point(routes: Mapping[str, JobSpec[Any]], environ: Mapping[str, 
 def configure_flask(app: flask.Flask, settings: Settings) -> None:
     """functions-framework reads the whole body again after the handler returns; the
     content-length cap is what keeps an oversized body out of memory there too."""
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.config["MAX_CONTENT_LENGTH"] = body_read_limit(settings.max_body_bytes)
     app.before_request(lambda: ignore_oversized_body(settings.max_body_bytes))
     app.register_error_handler(HTTPException, _framework_error)
     app.register_error_handler(500, _crash)
@@ -57,7 +57,7 @@ def _framework_error(error: HTTPException) -> flask.Response:
     """The framework's own answers (404 for /robots.txt, 413) in the service's shape."""
     status = error.code or 500
     if status == 413:
-        return error_response(payload_too_large(flask.current_app.config["MAX_CONTENT_LENGTH"]))
+        return error_response(payload_too_large(flask.current_app.config["MAX_CONTENT_LENGTH"] - 1))
     if status >= 500:
         return error_response(job_failed())
     code = (error.name or "error").lower().replace(" ", "_")

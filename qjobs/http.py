@@ -29,19 +29,32 @@ def payload_too_large(limit: int) -> ApiError:
 
 
 def read_capped_body(request: flask.Request, limit: int) -> bytes:
-    """Read the body once. Flask's MAX_CONTENT_LENGTH (set to the same limit) makes the
-    read stop at the cap, so an oversized body is never held in memory."""
+    """Read the body once, never more than `limit + 1` bytes of it: enough to tell an
+    oversized body (declared or chunked) from one that fits."""
     if request.content_length is not None and request.content_length > limit:
         ignore_body(request)
         raise payload_too_large(limit)
+    parts: list[bytes] = []
+    size = 0
     try:
-        body = request.get_data(cache=True)
+        while size <= limit:
+            part = request.stream.read(limit + 1 - size)
+            if not part:
+                break
+            parts.append(part)
+            size += len(part)
     except RequestEntityTooLarge:
+        size = limit + 1
+    if size > limit:
         ignore_body(request)
-        raise payload_too_large(limit) from None
-    if len(body) > limit:
         raise payload_too_large(limit)
-    return body
+    return b"".join(parts)
+
+
+def body_read_limit(limit: int) -> int:
+    """Flask's MAX_CONTENT_LENGTH for a body cap of `limit`: one byte more, so that a
+    chunked body one byte over the cap is seen as over it rather than cut to fit."""
+    return limit + 1
 
 
 def ignore_body(request: flask.Request) -> None:

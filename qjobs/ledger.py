@@ -46,6 +46,8 @@ class Claim:
     attempt: int
     update_time: Any
     """The ledger document's update time after this attempt's last write: the fence."""
+    ended: bool = False
+    """Set once the attempt gave the message back: nothing more may be written under it."""
 
 
 class LedgerAnswer(Exception):
@@ -209,6 +211,7 @@ class Ledger:
                 "leaseExpiresAt": None,
                 "expireAt": now + self.retention,
             },
+            ends_claim=True,
         )
 
     def reject(self, claim: Claim, code: str, message: str) -> None:
@@ -224,10 +227,12 @@ class Ledger:
                 "leaseExpiresAt": None,
                 "expireAt": now + self.retention,
             },
+            ends_claim=True,
         )
 
     def fail(self, claim: Claim, code: str, message: str) -> None:
-        """Give the message back for QStash's retry: the lease ends now."""
+        """Give the message back for QStash's retry: the lease ends now, and so does the
+        claim (a run still going, say at shutdown, can no longer commit)."""
         now = self.clock()
         self._fenced_commit(
             claim,
@@ -238,9 +243,23 @@ class Ledger:
                 "updatedAt": now,
                 "leaseExpiresAt": now,
             },
+            ends_claim=True,
         )
 
-    def _fenced_commit(self, claim: Claim, writes: list[Write], ledger_fields: dict[str, Any]) -> None:
+    def release(self, claim: Claim, reason: str) -> bool:
+        """Give back the lease of a run this process abandons; False when the run had
+        already finished or lost its claim (nothing to give back)."""
+        try:
+            self.fail(claim, "abandoned", reason)
+        except ClaimLost:
+            return False
+        return True
+
+    def _fenced_commit(
+        self, claim: Claim, writes: list[Write], ledger_fields: dict[str, Any], *, ends_claim: bool = False
+    ) -> None:
+        if claim.ended:
+            raise ClaimLost("this attempt already gave the message back")
         if len(writes) + 1 > MAX_WRITES_PER_COMMIT:
             raise ValueError(f"{len(writes)} writes do not fit one commit; commit them in pages")
         batch = self.db.batch()
@@ -252,7 +271,9 @@ class Ledger:
             results = batch.commit(**self.rpc)
         except exceptions.FailedPrecondition:
             raise ClaimLost("another attempt took this message over") from None
-        claim.update_time = results[-1].update_time
+        claim.ended = ends_claim
+        if not ends_claim:
+            claim.update_time = results[-1].update_time
 
 
 def _by_path(snapshots: Iterable[DocumentSnapshot[Any]]) -> dict[str, DocumentSnapshot[Any]]:

@@ -148,7 +148,7 @@ class Pipeline:
         except ledger_module.LedgerAnswer as answer:
             return ledger_answer_response(answer, delivery, record)
         record.attempt = claim.attempt
-        key = self.active.add(lambda: ledger.fail(claim, "shutdown", "the instance shut down during the run"))
+        key = self.active.add(lambda: ledger.release(claim, "the instance shut down during the run"))
         try:
             return self._run_claimed(job, payload, ledger, claim, record)
         finally:

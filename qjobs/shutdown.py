@@ -29,10 +29,10 @@ class ActiveRuns:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._runs: dict[int, Callable[[], None]] = {}
+        self._runs: dict[int, Callable[[], object]] = {}
         self._next = 0
 
-    def add(self, release: Callable[[], None]) -> int:
+    def add(self, release: Callable[[], object]) -> int:
         with self._lock:
             self._next += 1
             self._runs[self._next] = release

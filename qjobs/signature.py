@@ -123,7 +123,7 @@ def _text(claims: dict[str, object], name: str) -> str:
     return value
 
 
-def sign(body: bytes, *, url: str, key: str, now: float | None = None, **overrides: object) -> str:
+def sign(body: bytes, /, *, url: str, key: str, now: float | None = None, **overrides: object) -> str:
     """A token as QStash makes one; `overrides` replace or (with None) drop claims."""
     issued = int(time.time() if now is None else now)
     claims: dict[str, object] = {

@@ -115,16 +115,15 @@ class Server:
             return self.process.wait(timeout=10)
 
 
-def start_server(
-    env: Mapping[str, str], log_path: Path, *, source: Path = MAIN, command: list[str] | None = None
-) -> Server:
+def start_server(env: Mapping[str, str], log_path: Path, *, source: Path = MAIN) -> Server:
+    """Start the service the way `make run` does: PUBLIC_BASE_URL is its own local URL."""
     port = free_port()
-    argv = command or [sys.executable, "-m", "functions_framework", "--target=jobs", f"--source={source}"]
+    argv = [sys.executable, "-m", "functions_framework", "--target=jobs", f"--source={source}", f"--port={port}"]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [*argv, f"--port={port}"],
+            argv,
             cwd=ROOT,
-            env={**env, "PORT": str(port)},
+            env={**env, "PORT": str(port), "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}"},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -1,0 +1,100 @@
+"""Configuration is checked once, at start-up, and a bad one stops the service."""
+
+import subprocess
+import sys
+
+import pytest
+
+from qjobs.config import DEV_SIGNING_KEYS, ConfigError, load_settings
+from tests.conftest import AppFactory
+from tests.support import CURRENT_KEY, MAIN, ROOT
+
+DEV_KEY = sorted(DEV_SIGNING_KEYS)[0]
+CLOUD_RUN = {"K_SERVICE": "jobs", "PUBLIC_BASE_URL": "https://jobs-abc-uc.a.run.app"}
+
+
+def error_for(environ: dict[str, str]) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ)
+    return str(caught.value)
+
+
+def test_defaults() -> None:
+    settings = load_settings({"QSTASH_CURRENT_SIGNING_KEY": CURRENT_KEY})
+    assert settings.max_body_bytes == 262144
+    assert settings.clock_tolerance_seconds == 30
+    assert settings.job_lease_seconds == 300
+    assert settings.ledger_collection == "jobs"
+    assert settings.ledger_retention_days == 7
+    assert settings.default_keys().all() == (CURRENT_KEY,)
+
+
+def test_missing_current_key_is_named() -> None:
+    assert error_for({}) == "invalid configuration: QSTASH_CURRENT_SIGNING_KEY is required"
+
+
+def test_empty_values_count_as_unset() -> None:
+    assert "QSTASH_CURRENT_SIGNING_KEY is required" in error_for({"QSTASH_CURRENT_SIGNING_KEY": ""})
+
+
+def test_every_problem_is_listed_on_one_line() -> None:
+    message = error_for({"MAX_BODY_BYTES": "-1", "PUBLIC_BASE_URL": "https://x.test/", "LOG_LEVEL": "LOUD"})
+    assert "\n" not in message
+    for name in ("QSTASH_CURRENT_SIGNING_KEY", "MAX_BODY_BYTES", "PUBLIC_BASE_URL", "LOG_LEVEL"):
+        assert name in message
+
+
+def test_cloud_run_requires_public_base_url() -> None:
+    message = error_for({"QSTASH_CURRENT_SIGNING_KEY": CURRENT_KEY, "K_SERVICE": "jobs"})
+    assert "PUBLIC_BASE_URL is required on Cloud Run" in message
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [
+        {"QSTASH_CURRENT_SIGNING_KEY": DEV_KEY},
+        {"QSTASH_CURRENT_SIGNING_KEY": CURRENT_KEY, "QSTASH_NEXT_SIGNING_KEY": DEV_KEY},
+        {"QSTASH_CURRENT_SIGNING_KEY": CURRENT_KEY, "US_EAST_1_QSTASH_CURRENT_SIGNING_KEY": DEV_KEY},
+    ],
+    ids=["current", "next", "region"],
+)
+def test_dev_keys_are_refused_on_cloud_run(keys: dict[str, str]) -> None:
+    assert "development signing key" in error_for({**keys, **CLOUD_RUN})
+    assert load_settings({**keys, **CLOUD_RUN, "ALLOW_DEV_SIGNING_KEYS": "true"}).on_cloud_run
+    assert not load_settings(keys).on_cloud_run
+
+
+def test_region_keys_are_read_by_region_prefix() -> None:
+    settings = load_settings(
+        {
+            "QSTASH_CURRENT_SIGNING_KEY": CURRENT_KEY,
+            "US_EAST_1_QSTASH_CURRENT_SIGNING_KEY": "sig_east_current",
+            "US_EAST_1_QSTASH_NEXT_SIGNING_KEY": "sig_east_next",
+        }
+    )
+    assert settings.keys_for_region("US-EAST-1").all() == ("sig_east_current", "sig_east_next")
+    assert settings.keys_for_region("us-east-1").all() == ("sig_east_current", "sig_east_next")
+    assert settings.keys_for_region("EU-CENTRAL-1").all() == (CURRENT_KEY,)
+    assert settings.keys_for_region(None).all() == (CURRENT_KEY,)
+
+
+def test_a_region_with_only_a_next_key_is_refused() -> None:
+    message = error_for({"QSTASH_CURRENT_SIGNING_KEY": CURRENT_KEY, "US_EAST_1_QSTASH_NEXT_SIGNING_KEY": "sig_x"})
+    assert "US_EAST_1" in message and "current" in message
+
+
+def test_app_build_stops_with_one_line(make_client: AppFactory, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        make_client(QSTASH_CURRENT_SIGNING_KEY=None)
+    assert caught.value.code == 2
+    assert capsys.readouterr().err == "qjobs: invalid configuration: QSTASH_CURRENT_SIGNING_KEY is required\n"
+
+
+def test_the_server_refuses_to_start_on_cloud_run_with_dev_keys(service_env: dict[str, str]) -> None:
+    env = {**service_env, **CLOUD_RUN, "QSTASH_CURRENT_SIGNING_KEY": DEV_KEY}
+    command = [sys.executable, "-m", "functions_framework", "--target=jobs", f"--source={MAIN}", "--port=0"]
+    finished = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert finished.returncode == 2
+    assert len(finished.stderr.strip().splitlines()) == 1
+    assert finished.stderr.startswith("qjobs: invalid configuration:")
+    assert "development signing key" in finished.stderr

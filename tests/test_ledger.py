@@ -1,0 +1,165 @@
+"""The ledger's claims, answers and fence, on the real emulator."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from google.cloud import firestore
+
+from qjobs.firestore_client import RpcBudget
+from qjobs.jobs import Write
+from qjobs.ledger import (
+    AlreadyRejected,
+    AlreadySucceeded,
+    ClaimLost,
+    Delivery,
+    InProgress,
+    Ledger,
+    MessageIdReused,
+    TokenReplayed,
+    body_sha256,
+)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def ledger(db: firestore.Client, clock: Clock) -> Ledger:
+    return Ledger(
+        db,
+        collection="jobs",
+        token_collection="jobTokens",
+        lease=timedelta(seconds=60),
+        retention=timedelta(days=7),
+        rpc=RpcBudget(5).kwargs(),
+        clock=clock,
+    )
+
+
+def delivery(jti: str = "jti-1", message_id: str = "msg_1", body: bytes = b"{}", retried: int = 0) -> Delivery:
+    return Delivery(
+        message_id=message_id,
+        job="probe",
+        body_sha256=body_sha256(body),
+        retried=retried,
+        jti=jti,
+        token_valid_until=datetime(2026, 1, 1, 0, 6, tzinfo=UTC),
+    )
+
+
+def entry(db: firestore.Client, message_id: str = "msg_1") -> dict[str, object]:
+    return db.collection("jobs").document(message_id).get().to_dict() or {}
+
+
+def test_a_claim_records_a_running_attempt(ledger: Ledger, db: firestore.Client, clock: Clock) -> None:
+    claim = ledger.claim(delivery(retried=2))
+    stored = entry(db)
+    assert claim.attempt == 1
+    assert stored["status"] == "running" and stored["attempts"] == 1 and stored["retried"] == 2
+    assert stored["claimToken"] == claim.token
+    assert stored["leaseExpiresAt"] == clock.now + timedelta(seconds=60)
+    assert stored["expireAt"] == clock.now + timedelta(days=7)
+    assert stored["bodySha256"] == body_sha256(b"{}")
+    token = db.collection("jobTokens").document(ledger.token_ref("jti-1").id).get().to_dict()
+    assert token == {"messageId": "msg_1", "expireAt": datetime(2026, 1, 1, 0, 6, tzinfo=UTC)}
+
+
+def test_success_commits_the_jobs_writes_with_the_mark(ledger: Ledger, db: firestore.Client) -> None:
+    claim = ledger.claim(delivery())
+    ledger.succeed(claim, [Write(db.collection("things").document("a"), {"n": 1})], {"count": 1})
+    assert entry(db)["status"] == "succeeded" and entry(db)["result"] == {"count": 1}
+    assert db.collection("things").document("a").get().to_dict() == {"n": 1}
+    with pytest.raises(AlreadySucceeded) as caught:
+        ledger.answer_if_finished(delivery(jti="jti-2"))
+    assert caught.value.result == {"count": 1}
+    with pytest.raises(AlreadySucceeded):
+        ledger.claim(delivery(jti="jti-3"))
+
+
+def test_a_live_lease_answers_in_progress_with_the_time_left(ledger: Ledger, clock: Clock) -> None:
+    ledger.claim(delivery())
+    clock.advance(45.5)
+    with pytest.raises(InProgress) as caught:
+        ledger.claim(delivery(jti="jti-2"))
+    assert caught.value.retry_after_seconds == 15
+
+
+def test_an_expired_lease_is_taken_over_and_the_stale_run_is_fenced(
+    ledger: Ledger, db: firestore.Client, clock: Clock
+) -> None:
+    stale = ledger.claim(delivery())
+    clock.advance(61)
+    fresh = ledger.claim(delivery(jti="jti-2"))
+    assert fresh.attempt == 2
+    with pytest.raises(ClaimLost):
+        ledger.succeed(stale, [Write(db.collection("things").document("stale"), {"by": "stale"})], {})
+    with pytest.raises(ClaimLost):
+        ledger.commit_page(stale, [Write(db.collection("things").document("stale-page"), {"by": "stale"})])
+    assert not db.collection("things").document("stale").get().exists
+    assert not db.collection("things").document("stale-page").get().exists
+    ledger.succeed(fresh, [Write(db.collection("things").document("fresh"), {"by": "fresh"})], {})
+    assert entry(db)["status"] == "succeeded" and entry(db)["attempts"] == 2
+
+
+def test_pages_renew_the_lease_and_keep_the_fence(ledger: Ledger, db: firestore.Client, clock: Clock) -> None:
+    claim = ledger.claim(delivery())
+    clock.advance(50)
+    ledger.commit_page(claim, [Write(db.collection("things").document("p1"), {"page": 1})])
+    assert entry(db)["leaseExpiresAt"] == clock.now + timedelta(seconds=60)
+    clock.advance(50)
+    with pytest.raises(InProgress):
+        ledger.claim(delivery(jti="jti-2"))
+    ledger.succeed(claim, [], {"pages": 1})
+    assert entry(db)["status"] == "succeeded"
+
+
+def test_a_failed_attempt_is_retried_with_the_next_attempt_number(ledger: Ledger, db: firestore.Client) -> None:
+    first = ledger.claim(delivery())
+    ledger.fail(first, "job_failed", "RuntimeError")
+    assert entry(db)["lastError"] == {"code": "job_failed", "message": "RuntimeError"}
+    second = ledger.claim(delivery(jti="jti-2", retried=1))
+    assert second.attempt == 2 and entry(db)["retried"] == 1 and entry(db)["lastError"] is None
+
+
+def test_a_rejected_message_stays_rejected(ledger: Ledger) -> None:
+    ledger.reject(ledger.claim(delivery()), "not_found", "nothing there")
+    with pytest.raises(AlreadyRejected) as caught:
+        ledger.answer_if_finished(delivery(jti="jti-2"))
+    assert (caught.value.code, caught.value.message) == ("not_found", "nothing there")
+
+
+def test_a_message_id_with_another_body_is_refused(ledger: Ledger) -> None:
+    ledger.succeed(ledger.claim(delivery()), [], {})
+    with pytest.raises(MessageIdReused):
+        ledger.answer_if_finished(delivery(jti="jti-2", body=b'{"other": 1}'))
+    ledger.claim(delivery(message_id="msg_2", jti="jti-3"))
+    with pytest.raises(MessageIdReused):
+        ledger.claim(delivery(message_id="msg_2", jti="jti-4", body=b"[]"))
+
+
+def test_a_token_opens_one_message_only(ledger: Ledger, db: firestore.Client) -> None:
+    ledger.succeed(ledger.claim(delivery()), [], {})
+    with pytest.raises(TokenReplayed):
+        ledger.claim(delivery(message_id="msg_forged"))
+    assert not db.collection("jobs").document("msg_forged").get().exists
+
+
+def test_a_commit_over_the_firestore_limit_is_refused_before_sending(ledger: Ledger, db: firestore.Client) -> None:
+    claim = ledger.claim(delivery())
+    writes = [Write(db.collection("things").document(str(n)), {"n": n}) for n in range(500)]
+    with pytest.raises(ValueError, match="pages"):
+        ledger.succeed(claim, writes, {})
+    assert entry(db)["status"] == "running"

@@ -1,0 +1,181 @@
+"""The real service: functions-framework (gunicorn) in a subprocess, over real HTTP."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
+
+from tests.support import (
+    CURRENT_KEY,
+    NOTIFY,
+    NOTIFY_PAYLOAD,
+    PROBE,
+    PROBE_MAIN,
+    ROOT,
+    Server,
+    encode,
+    new_message_id,
+    qstash_headers,
+    start_server,
+)
+
+
+@pytest.fixture
+def servers(tmp_path: Path) -> Iterator[list[Server]]:
+    started: list[Server] = []
+    yield started
+    for server in started:
+        server.stop(signal.SIGKILL)
+
+
+def post(server: Server, path: str, payload: object, **signing: object) -> requests.Response:
+    body = encode(payload)
+    headers = qstash_headers(path, body, base_url=server.url, **signing)  # type: ignore[arg-type]
+    return requests.post(server.url + path, data=body, headers=headers, timeout=60)
+
+
+def runs(db: firestore.Client, marker: str) -> list[dict[str, object]]:
+    query = db.collection("runs").where(filter=FieldFilter("marker", "==", marker))
+    return [doc.to_dict() or {} for doc in query.stream()]
+
+
+def test_a_job_sent_with_the_sign_tool_lands_in_firestore(
+    service_env: dict[str, str], db: firestore.Client, servers: list[Server], tmp_path: Path
+) -> None:
+    server = start_server(service_env, tmp_path / "server.log")
+    servers.append(server)
+    sent = subprocess.run(
+        [sys.executable, "-m", "qjobs.sign", server.url + NOTIFY, json.dumps(NOTIFY_PAYLOAD), "--key", CURRENT_KEY],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    status_line, body = sent.stdout.splitlines()[0], json.loads(sent.stdout.splitlines()[1])
+    message_id = status_line.split()[1]
+    assert sent.returncode == 0 and status_line.startswith("200 msg_")
+    assert body == {"ok": True, "messageId": message_id, "duplicate": False, "notified": 2}
+    assert db.collection("jobs").document(message_id).get().get("status") == "succeeded"
+    assert db.collection("users/u2/notifications").document(message_id).get().get("message") == "Dates moved"
+    server.stop()
+    lines = [json.loads(line) for line in server.logs().splitlines() if line.startswith("{")]
+    delivery = [line for line in lines if line.get("event") == "job_delivery"]
+    assert delivery and delivery[0]["messageId"] == message_id and delivery[0]["severity"] == "INFO"
+
+
+def test_copies_of_one_message_on_two_server_processes_run_once(
+    service_env: dict[str, str], db: firestore.Client, servers: list[Server], tmp_path: Path
+) -> None:
+    servers.extend(start_server(service_env, tmp_path / f"s{n}.log", source=PROBE_MAIN) for n in range(2))
+    message_id = new_message_id()
+    payload = {"marker": "two-processes", "mode": "sleep", "seconds": 0.5}
+    statuses: list[int] = []
+    barrier = threading.Barrier(6)
+
+    def copy(server: Server) -> None:
+        barrier.wait()
+        statuses.append(post(server, PROBE, payload, message_id=message_id).status_code)
+
+    threads = [threading.Thread(target=copy, args=(servers[n % 2],)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(runs(db, "two-processes")) == 1
+    assert db.collection("counters").document("two-processes").get().get("runs") == 1
+    assert 200 in statuses and set(statuses) <= {200, 409}
+    assert len({run["pid"] for run in runs(db, "two-processes")}) == 1
+
+
+def test_sigterm_gives_back_the_lease_of_an_abandoned_run(
+    service_env: dict[str, str], db: firestore.Client, servers: list[Server], tmp_path: Path
+) -> None:
+    env = {**service_env, "SHUTDOWN_GRACE_SECONDS": "0.5"}
+    server = start_server(env, tmp_path / "stopping.log", source=PROBE_MAIN)
+    servers.append(server)
+    message_id = new_message_id()
+    payload = {"marker": "sigterm", "mode": "sleep_first", "seconds": 4}
+    answers: list[requests.Response] = []
+    worker = threading.Thread(target=lambda: answers.append(post(server, PROBE, payload, message_id=message_id)))
+    worker.start()
+    entry = db.collection("jobs").document(message_id)
+    while not entry.get().exists:
+        time.sleep(0.05)
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(timeout=30) == 0
+    worker.join()
+    released = entry.get().to_dict() or {}
+    assert released["status"] == "failed" and released["lastError"]["code"] == "abandoned"
+    assert answers[0].status_code == 409 and answers[0].json()["error"] == "claim_lost"
+    assert db.collection("counters").document("sigterm").get().exists is False
+    assert '"releasedLeases": 1' in server.logs()
+
+    successor = start_server(env, tmp_path / "successor.log", source=PROBE_MAIN)
+    servers.append(successor)
+    retried = post(successor, PROBE, payload, message_id=message_id, retried=1)
+    assert retried.status_code == 200 and retried.json()["attempt"] == 2
+    assert db.collection("counters").document("sigterm").get().get("runs") == 1
+
+
+def worker_pids(master: int) -> list[int]:
+    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    return [int(pid) for pid in children]
+
+
+def peak_rss_kib(pid: int) -> int:
+    """The process's peak resident memory: what it needed at its worst, unlike the
+    current RSS, which falls back once a large buffer is freed."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def chunks(total: int, size: int = 1 << 20) -> Iterator[bytes]:
+    for _ in range(total // size):
+        yield b"x" * size
+
+
+class Zeros:
+    """A body of known length, made as it is sent rather than held in memory."""
+
+    def __init__(self, length: int) -> None:
+        self.left = length
+
+    def __len__(self) -> int:
+        return self.left
+
+    def read(self, size: int = -1) -> bytes:
+        size = self.left if size < 0 else min(size, self.left)
+        self.left -= size
+        return b"0" * size
+
+
+def test_a_body_far_over_the_cap_does_not_grow_the_worker(
+    service_env: dict[str, str], db: firestore.Client, servers: list[Server], tmp_path: Path
+) -> None:
+    server = start_server({**service_env, "THREADS": "2"}, tmp_path / "memory.log")
+    servers.append(server)
+    (worker,) = worker_pids(server.process.pid)
+    headers = qstash_headers(NOTIFY, b"irrelevant", base_url=server.url)
+    warm = requests.post(server.url + NOTIFY, data=b"x" * 300_000, headers=headers, timeout=60)
+    assert warm.status_code == 489
+    before = peak_rss_kib(worker)
+    sized = requests.post(server.url + NOTIFY, data=Zeros(128 << 20), headers=headers, timeout=120)
+    chunked = requests.post(server.url + NOTIFY, data=chunks(128 << 20), headers=headers, timeout=120)
+    growth_kib = peak_rss_kib(worker) - before
+    assert sized.status_code == chunked.status_code == 489
+    assert sized.json()["error"] == chunked.json()["error"] == "payload_too_large"
+    assert growth_kib < 16 * 1024, f"worker grew by {growth_kib} KiB"
+    assert os.path.exists(f"/proc/{worker}")

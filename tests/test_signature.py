@@ -1,0 +1,187 @@
+"""Signature verification, unit by unit, and through the app for the URL rules."""
+
+import time
+
+import jwt
+import pytest
+from flask.testing import FlaskClient
+from qstash import Receiver
+
+from qjobs.signature import SignatureError, body_digest, sign, verify_signature
+from tests.conftest import AppFactory, Deliver
+from tests.support import (
+    CURRENT_KEY,
+    MEMORY,
+    NEXT_KEY,
+    NOTIFY,
+    NOTIFY_PAYLOAD,
+    PUBLIC_BASE_URL,
+    encode,
+    error_of,
+    qstash_headers,
+    unsigned_token,
+)
+
+URL = PUBLIC_BASE_URL + NOTIFY
+BODY = b'{"tripId":"trip-1"}'
+KEYS = (CURRENT_KEY, NEXT_KEY)
+NOW = 1_800_000_000.0
+
+
+def reason(token: str, *, body: bytes = BODY, url: str = URL, now: float = NOW, leeway: float = 30) -> str:
+    with pytest.raises(SignatureError) as caught:
+        verify_signature(token, body=body, url=url, keys=KEYS, leeway=leeway, now=now)
+    return caught.value.reason
+
+
+def test_a_fresh_token_verifies_and_yields_its_jti() -> None:
+    token = sign(BODY, url=URL, key=CURRENT_KEY, now=NOW, jti="jwt_1")
+    verified = verify_signature(token, body=BODY, url=URL, keys=KEYS, leeway=30, now=NOW)
+    assert verified.jti == "jwt_1"
+    assert verified.expires_at == NOW + 300
+
+
+def test_a_token_signed_with_the_next_key_verifies() -> None:
+    token = sign(BODY, url=URL, key=NEXT_KEY, now=NOW)
+    assert verify_signature(token, body=BODY, url=URL, keys=KEYS, leeway=30, now=NOW).jti
+
+
+def test_a_token_qstash_receiver_accepts_is_accepted_here() -> None:
+    token = sign(BODY, url=URL, key=CURRENT_KEY)
+    Receiver(CURRENT_KEY, NEXT_KEY).verify(signature=token, body=BODY.decode(), url=URL)
+    assert verify_signature(token, body=BODY, url=URL, keys=KEYS, leeway=30).jti
+
+
+def test_padding_of_the_body_claim_does_not_matter() -> None:
+    unpadded = sign(BODY, url=URL, key=CURRENT_KEY, now=NOW, body=body_digest(BODY))
+    assert verify_signature(unpadded, body=BODY, url=URL, keys=KEYS, leeway=0, now=NOW)
+
+
+def test_non_utf8_bodies_verify() -> None:
+    body = b"\xff\xfe\x00binary"
+    token = sign(body, url=URL, key=CURRENT_KEY, now=NOW)
+    assert verify_signature(token, body=body, url=URL, keys=KEYS, leeway=0, now=NOW)
+
+
+@pytest.mark.parametrize(
+    ("token", "expected"),
+    [
+        ("not-a-jwt", "malformed"),
+        ("a.b.c", "malformed"),
+        (sign(BODY, url=URL, key="sig_someoneElsesKey0000000000000", now=NOW), "bad_signature"),
+        (unsigned_token({"iss": "Upstash", "sub": URL, "exp": NOW + 300, "nbf": NOW, "iat": NOW}), "bad_signature"),
+    ],
+    ids=["garbage", "three-garbage-parts", "wrong-key", "alg-none"],
+)
+def test_tokens_that_do_not_verify(token: str, expected: str) -> None:
+    assert reason(token) == expected
+
+
+def test_other_algorithms_are_refused_even_with_the_right_key() -> None:
+    claims = {"iss": "Upstash", "sub": URL, "exp": NOW + 300, "nbf": NOW, "iat": NOW, "jti": "j", "body": "x"}
+    token = jwt.encode(claims, CURRENT_KEY + "-padded-to-be-long-enough-for-hs512-keys", algorithm="HS512")
+    assert reason(token) == "bad_signature"
+
+
+def test_expired_token() -> None:
+    token = sign(BODY, url=URL, key=CURRENT_KEY, now=NOW - 400)
+    assert reason(token) == "expired"
+
+
+def test_expired_within_the_leeway_is_accepted() -> None:
+    token = sign(BODY, url=URL, key=CURRENT_KEY, now=NOW - 320)
+    assert verify_signature(token, body=BODY, url=URL, keys=KEYS, leeway=30, now=NOW)
+    assert reason(token, leeway=0) == "expired"
+
+
+def test_token_from_the_future_is_not_yet_valid() -> None:
+    token = sign(BODY, url=URL, key=CURRENT_KEY, now=NOW + 120)
+    assert reason(token) == "not_yet_valid"
+
+
+def test_a_receiver_clock_behind_by_less_than_the_leeway_accepts() -> None:
+    token = sign(BODY, url=URL, key=CURRENT_KEY, now=NOW + 10)
+    assert verify_signature(token, body=BODY, url=URL, keys=KEYS, leeway=30, now=NOW)
+    assert reason(token, leeway=0) == "not_yet_valid"
+
+
+@pytest.mark.parametrize(
+    ("claims", "expected"),
+    [
+        ({"iss": "Someone"}, "wrong_issuer"),
+        ({"sub": PUBLIC_BASE_URL + MEMORY}, "wrong_url"),
+        ({"sub": "https://other.example.test" + NOTIFY}, "wrong_url"),
+        ({"sub": URL.replace("https://", "http://")}, "wrong_url"),
+        ({"body": body_digest(b"other")}, "body_mismatch"),
+        ({"body": None}, "missing_claim"),
+        ({"exp": None}, "missing_claim"),
+        ({"nbf": None}, "missing_claim"),
+        ({"iat": None}, "missing_claim"),
+        ({"sub": None}, "missing_claim"),
+        ({"jti": None}, "missing_claim"),
+        ({"exp": "soon"}, "missing_claim"),
+    ],
+)
+def test_claims_are_checked_after_the_hmac(claims: dict[str, object], expected: str) -> None:
+    assert reason(sign(BODY, url=URL, key=CURRENT_KEY, now=NOW, **claims)) == expected
+
+
+def test_claim_errors_are_named_even_for_the_next_key() -> None:
+    token = sign(BODY, url=URL, key=NEXT_KEY, now=NOW - 1000)
+    assert reason(token) == "expired"
+
+
+def test_a_token_for_one_job_does_not_open_another(client: FlaskClient) -> None:
+    body = encode(NOTIFY_PAYLOAD)
+    response = client.post(MEMORY, data=body, headers=qstash_headers(NOTIFY, body))
+    assert error_of(response) == (401, "invalid_signature", "wrong_url")
+
+
+def test_public_base_url_wins_over_the_host_header(client: FlaskClient) -> None:
+    body = encode(NOTIFY_PAYLOAD)
+    headers = qstash_headers(NOTIFY, body, base_url="https://attacker.example.test")
+    response = client.post(NOTIFY, data=body, headers={**headers, "Host": "attacker.example.test"})
+    assert error_of(response) == (401, "invalid_signature", "wrong_url")
+
+
+def test_off_cloud_run_without_public_base_url_the_host_header_names_the_url(
+    make_client: AppFactory, db: object
+) -> None:
+    client = make_client(PUBLIC_BASE_URL=None)
+    body = encode(NOTIFY_PAYLOAD)
+    signed_for = qstash_headers(NOTIFY, body, base_url="https://jobs.internal.test")
+    assert client.post(NOTIFY, data=body, headers={**signed_for, "Host": "jobs.internal.test"}).status_code == 200
+    forwarded = qstash_headers(NOTIFY, body, base_url="https://public.example.test")
+    headers = {**forwarded, "Host": "10.0.0.1:8080", "X-Forwarded-Host": "public.example.test"}
+    assert client.post(NOTIFY, data=body, headers=headers).status_code == 200
+    plain_http = qstash_headers(NOTIFY, body, base_url="http://jobs.internal.test")
+    response = client.post(NOTIFY, data=body, headers={**plain_http, "Host": "jobs.internal.test"})
+    assert error_of(response) == (401, "invalid_signature", "wrong_url")
+
+
+def test_region_keys_are_used_for_their_region(make_client: AppFactory, db: object) -> None:
+    region_key = "sig_euCentralKey0000000000000000"
+    client = make_client(EU_CENTRAL_1_QSTASH_CURRENT_SIGNING_KEY=region_key)
+    body = encode(NOTIFY_PAYLOAD)
+    regional = qstash_headers(NOTIFY, body, key=region_key)
+    assert client.post(NOTIFY, data=body, headers={**regional, "upstash-region": "EU-CENTRAL-1"}).status_code == 200
+    default_signed = qstash_headers(NOTIFY, body)
+    response = client.post(NOTIFY, data=body, headers={**default_signed, "upstash-region": "EU-CENTRAL-1"})
+    assert error_of(response) == (401, "invalid_signature", "bad_signature")
+    other_region = qstash_headers(NOTIFY, body)
+    assert client.post(NOTIFY, data=body, headers={**other_region, "upstash-region": "US-EAST-1"}).status_code == 200
+
+
+def test_a_replayed_token_under_a_new_message_id_is_refused(deliver: Deliver, client: FlaskClient) -> None:
+    body = encode(NOTIFY_PAYLOAD)
+    headers = qstash_headers(NOTIFY, body, message_id="msg_original")
+    assert client.post(NOTIFY, data=body, headers=headers).status_code == 200
+    replay = client.post(NOTIFY, data=body, headers={**headers, "Upstash-Message-Id": "msg_forged"})
+    assert error_of(replay) == (401, "invalid_signature", "replayed")
+    same_message = client.post(NOTIFY, data=body, headers=headers)
+    assert same_message.status_code == 200 and same_message.json is not None and same_message.json["duplicate"]
+
+
+def test_signing_time_is_now_by_default() -> None:
+    claims = jwt.decode(sign(BODY, url=URL, key=CURRENT_KEY), options={"verify_signature": False})
+    assert abs(claims["iat"] - time.time()) < 5
