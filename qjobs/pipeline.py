@@ -89,7 +89,7 @@ class Pipeline:
 
     def _health(self, request: flask.Request) -> flask.Response:
         if request.method not in ("GET", "HEAD"):
-            raise_method_not_allowed("GET, HEAD")
+            return error_response(method_not_allowed("GET, HEAD"))
         return json_response(200, {"status": "ok"})
 
     def _deliver(self, request: flask.Request, record: DeliveryLog) -> flask.Response:
@@ -118,7 +118,7 @@ class Pipeline:
         if job is None:
             raise ApiError(404, "not_found", f"no job is served at {request.path}")
         if request.method != JOB_METHOD:
-            raise_method_not_allowed(JOB_METHOD)
+            raise method_not_allowed(JOB_METHOD)
         return job
 
     def _verify(self, request: flask.Request, body: bytes, record: DeliveryLog) -> VerifiedToken:
@@ -157,25 +157,33 @@ class Pipeline:
     def _run_claimed(
         self, job: JobSpec[Any], payload: BaseModel, ledger: Ledger, claim: Claim, record: DeliveryLog
     ) -> flask.Response:
-        delivery = claim.delivery
         try:
-            result = job.run(payload, self._context(ledger, claim))
+            result = self._run_job(job, payload, ledger, claim, record)
             ledger.succeed(claim, result.writes, result.result)
-        except PermanentJobError as error:
-            ledger.reject(claim, error.code, error.message)
-            record.outcome, record.error = "rejected", error.code
-            raise non_retryable(error.code, error.message) from None
         except ClaimLost:
             record.outcome = "claim_lost"
             raise ApiError(
                 409, "claim_lost", "another attempt took this message over", headers={"Retry-After": "5"}
             ) from None
+        record.outcome = "succeeded"
+        return json_response(200, success_body(claim.delivery.message_id, result, duplicate=False))
+
+    def _run_job(
+        self, job: JobSpec[Any], payload: BaseModel, ledger: Ledger, claim: Claim, record: DeliveryLog
+    ) -> JobResult:
+        """Run the job; a failure is recorded in the ledger before it is raised."""
+        try:
+            return job.run(payload, self._context(ledger, claim))
+        except PermanentJobError as error:
+            ledger.reject(claim, error.code, error.message)
+            record.outcome, record.error = "rejected", error.code
+            raise non_retryable(error.code, error.message) from None
+        except ClaimLost:
+            raise
         except Exception as error:
             record.outcome = "failed"
             record_failure(ledger, claim, error)
             raise
-        record.outcome = "succeeded"
-        return json_response(200, success_body(delivery.message_id, result, duplicate=False))
 
     def _context(self, ledger: Ledger, claim: Claim) -> JobContext:
         def commit_page(writes: list[Write]) -> None:
@@ -203,8 +211,8 @@ def job_failed() -> ApiError:
     return ApiError(500, "job_failed", "the job failed; QStash will retry it")
 
 
-def raise_method_not_allowed(allowed: str) -> None:
-    raise ApiError(405, "method_not_allowed", f"use {allowed}", headers={"Allow": allowed})
+def method_not_allowed(allowed: str) -> ApiError:
+    return ApiError(405, "method_not_allowed", f"use {allowed}", headers={"Allow": allowed})
 
 
 def invalid_signature(reason: str, message: str) -> ApiError:
@@ -290,4 +298,6 @@ def ledger_answer_response(
 
 
 def success_body(message_id: str, result: JobResult, *, duplicate: bool) -> dict[str, Any]:
-    return {**result.result, "ok": True, "messageId": message_id, "duplicate": duplicate}
+    body: dict[str, Any] = {"ok": True, "messageId": message_id, "duplicate": duplicate}
+    body.update((name, value) for name, value in result.result.items() if name not in body)
+    return body

@@ -116,3 +116,9 @@ def test_permanent_job_error_is_489_and_leaves_only_the_ledger(deliver: Deliver,
     assert db.collection("jobs").document(message_id).get().get("status") == "rejected"
     again = deliver(MEMORY, payload, message_id=message_id, retried=1)
     assert error_of(again)[:2] == (489, "conversation_not_found")
+
+
+def test_health_refuses_other_methods(client: FlaskClient) -> None:
+    response = client.post("/health")
+    assert response.status_code == 405 and response.headers["Allow"] == "GET, HEAD"
+    assert response.json is not None and response.json["error"] == "method_not_allowed"

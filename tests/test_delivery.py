@@ -1,6 +1,7 @@
 """Exactly-once behaviour of deliveries through the app, with a probe job whose
 behaviour each payload chooses (tests/apps/probe_main.py)."""
 
+import sys
 import threading
 from typing import Any
 
@@ -120,3 +121,14 @@ def test_concurrent_copies_on_threads_run_once(deliver: Deliver, make_client: Ap
         thread.join()
     assert runs(db, "threads") == 1 and counter(db, "threads") == 1
     assert statuses.count(200) >= 1 and set(statuses) <= {200, 409}
+
+
+def test_after_sigterm_new_deliveries_are_turned_away(
+    deliver: Deliver, probe_client: FlaskClient, db: firestore.Client
+) -> None:
+    pipeline = sys.modules["probe_main"].jobs.pipeline
+    pipeline.shutdown.begin()
+    response = deliver(PROBE, {"marker": "late"}, test_client=probe_client)
+    assert error_of(response)[:2] == (503, "shutting_down")
+    assert response.headers["Retry-After"] == "1"
+    assert runs(db, "late") == 0 and list(db.collection("jobs").stream()) == []
