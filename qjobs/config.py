@@ -10,6 +10,9 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from qjobs.channels.email import SmtpServer, parse_smtp_url
+from qjobs.channels.webhook import valid_secret
+
 DEV_SIGNING_KEYS = frozenset({"sig_7kYjw48mhY7kAjqNGcy6cr29RJ6r", "sig_5ZB6DVzB1wjE8S6rZ7eenA8Pdnhs"})
 """Upstash's published local-development keys: anyone can sign with them."""
 
@@ -51,6 +54,13 @@ class Settings(BaseModel):
     shutdown_grace_seconds: float = Field(7, alias="SHUTDOWN_GRACE_SECONDS", ge=0)
     google_cloud_project: str | None = Field(None, alias="GOOGLE_CLOUD_PROJECT")
     log_level: str = Field("INFO", alias="LOG_LEVEL")
+    smtp_url: str | None = Field(None, alias="SMTP_URL", repr=False)
+    email_from: str | None = Field(None, alias="EMAIL_FROM")
+    email_unsubscribe_url: str | None = Field(None, alias="EMAIL_UNSUBSCRIBE_URL")
+    smtp_timeout_seconds: Seconds = Field(10, alias="SMTP_TIMEOUT_SECONDS")
+    collaborator_webhook_url: str | None = Field(None, alias="COLLABORATOR_WEBHOOK_URL")
+    collaborator_webhook_secret: str | None = Field(None, alias="COLLABORATOR_WEBHOOK_SECRET", repr=False)
+    webhook_timeout_seconds: Seconds = Field(10, alias="WEBHOOK_TIMEOUT_SECONDS")
 
     @property
     def on_cloud_run(self) -> bool:
@@ -76,6 +86,41 @@ class Settings(BaseModel):
         if not re.fullmatch(r"https?://[^/?#\s]+(/[^?#\s]*)?", value) or value.endswith("/"):
             raise ValueError("must be an absolute http(s) URL without a trailing slash")
         return value
+
+    @property
+    def smtp_server(self) -> SmtpServer | None:
+        return parse_smtp_url(self.smtp_url) if self.smtp_url else None
+
+    @property
+    def webhook_enabled(self) -> bool:
+        return bool(self.collaborator_webhook_url and self.collaborator_webhook_secret)
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url_parses(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_smtp_url(value)
+        return value
+
+    @field_validator("collaborator_webhook_secret")
+    @classmethod
+    def _webhook_secret_usable(cls, value: str | None) -> str | None:
+        return None if value is None else valid_secret(value)
+
+    @field_validator("collaborator_webhook_url", "email_unsubscribe_url")
+    @classmethod
+    def _absolute_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"https?://\S+", value):
+            raise ValueError("must be an absolute http(s) URL")
+        return value
+
+    @model_validator(mode="after")
+    def _channels_complete(self) -> "Settings":
+        if self.smtp_url and not self.email_from:
+            raise ValueError("EMAIL_FROM is required when SMTP_URL is set")
+        if bool(self.collaborator_webhook_url) != bool(self.collaborator_webhook_secret):
+            raise ValueError("COLLABORATOR_WEBHOOK_URL and COLLABORATOR_WEBHOOK_SECRET go together")
+        return self
 
     @field_validator("log_level")
     @classmethod

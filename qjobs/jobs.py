@@ -16,6 +16,8 @@ from google.cloud.firestore_v1.document import DocumentReference
 from google.cloud.firestore_v1.transaction import Transaction
 from pydantic import BaseModel
 
+from qjobs.config import Settings
+
 MAX_WRITES_PER_COMMIT = 500
 
 PayloadT = TypeVar("PayloadT", bound=BaseModel)
@@ -28,10 +30,15 @@ class Write:
     ref: DocumentReference
     data: dict[str, Any] | None
     merge: bool = False
+    create: bool = False
+    """Only if the document does not exist yet: otherwise the whole commit fails
+    (`AlreadyExists`), so two racing attempts cannot both believe they created it."""
 
     def apply(self, target: WriteBatch | Transaction) -> None:
         if self.data is None:
             target.delete(self.ref)
+        elif self.create:
+            target.create(self.ref, self.data)
         else:
             target.set(self.ref, self.data, merge=self.merge)
 
@@ -50,6 +57,7 @@ class PageCommitter(Protocol):
 
 @dataclass(frozen=True)
 class JobContext:
+    settings: Settings
     db: firestore.Client
     message_id: str
     attempt: int

@@ -9,7 +9,7 @@ signature, the body or anything personal in it.
 import logging
 import sys
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 from google.cloud.logging_v2.handlers import StructuredLogHandler
@@ -50,7 +50,7 @@ class DeliveryLog:
     outcome: str = ""
     error: str | None = None
     reason: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    ignored_fields: list[str] | None = None
 
     def fields(self, duration_ms: float) -> dict[str, Any]:
         values = {
@@ -65,7 +65,7 @@ class DeliveryLog:
             "durationMs": round(duration_ms, 1),
             "error": self.error,
             "reason": self.reason,
-            **self.extra,
+            "ignoredFields": self.ignored_fields,
         }
         return {name: value for name, value in values.items() if value is not None}
 

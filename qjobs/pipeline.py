@@ -103,6 +103,7 @@ class Pipeline:
         record.message_id = message_id
         record.retried = retried_count(request)
         payload = parse_payload(body, job.payload_model)
+        record.ignored_fields = ignored_fields(payload)
         delivery = Delivery(
             message_id=message_id,
             job=job.name,
@@ -190,6 +191,7 @@ class Pipeline:
             ledger.commit_page(claim, writes)
 
         return JobContext(
+            settings=self.settings,
             db=ledger.db,
             message_id=claim.delivery.message_id,
             attempt=claim.attempt,
@@ -259,6 +261,13 @@ def parse_payload(body: bytes, model: type[BaseModel]) -> BaseModel:
         raise non_retryable(
             "validation_failed", "the payload does not match the job's schema", validation_details(error)
         ) from None
+
+
+def ignored_fields(payload: BaseModel) -> list[str] | None:
+    """Names (never values) of fields the model does not know, so a producer can roll a
+    new field out before the job uses it, and the log shows it arriving."""
+    extra = payload.model_extra or {}
+    return sorted(name[:64] for name in extra)[:20] or None
 
 
 def validation_details(error: ValidationError) -> list[ErrorDetail]:

@@ -29,6 +29,7 @@ PUBLIC_BASE_URL = "https://jobs.example.test"
 NOTIFY = "/api/jobs/notify-collaborators"
 MEMORY = "/api/jobs/memory-sync"
 PROBE = "/api/jobs/probe"
+CHANNELS_OFF = {"skipped": 0, "email": "disabled", "webhook": "disabled"}
 NOTIFY_PAYLOAD = {
     "tripId": "trip-1",
     "event": "trip_updated",

@@ -16,6 +16,7 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from tests.support import (
+    CHANNELS_OFF,
     CURRENT_KEY,
     NOTIFY,
     NOTIFY_PAYLOAD,
@@ -65,9 +66,10 @@ def test_a_job_sent_with_the_sign_tool_lands_in_firestore(
     status_line, body = sent.stdout.splitlines()[0], json.loads(sent.stdout.splitlines()[1])
     message_id = status_line.split()[1]
     assert sent.returncode == 0 and status_line.startswith("200 msg_")
-    assert body == {"ok": True, "messageId": message_id, "duplicate": False, "notified": 2}
+    assert body == {"ok": True, "messageId": message_id, "duplicate": False, "notified": 2, **CHANNELS_OFF}
     assert db.collection("jobs").document(message_id).get().get("status") == "succeeded"
-    assert db.collection("users/u2/notifications").document(message_id).get().get("message") == "Dates moved"
+    (notification,) = db.collection("users/u2/notifications").stream()
+    assert notification.get("message") == "Dates moved" and notification.get("messageId") == message_id
     server.stop()
     lines = [json.loads(line) for line in server.logs().splitlines() if line.startswith("{")]
     delivery = [line for line in lines if line.get("event") == "job_delivery"]

@@ -1,0 +1,142 @@
+"""Email through any SMTP server, with the standard library's smtplib.
+
+One connection serves all the recipients of a job; each recipient gets a message of its
+own, whose `Message-ID` derives from the notification id, so a mail client can drop the
+copy a crash between the server's acceptance and our record could cause.
+"""
+
+import smtplib
+import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import formatdate
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from qjobs.channels import SendResult
+
+CONNECTION_ERRORS = (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, smtplib.SMTPHeloError, OSError)
+
+
+@dataclass(frozen=True)
+class SmtpServer:
+    host: str
+    port: int
+    username: str | None
+    password: str | None
+    implicit_tls: bool
+    starttls: bool
+
+    def __repr__(self) -> str:
+        return f"SmtpServer(host={self.host!r}, port={self.port})"
+
+
+def parse_smtp_url(url: str) -> SmtpServer:
+    """`smtp://user:pass@host:587?starttls=true` or `smtps://user:pass@host:465`."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+        raise ValueError("must look like smtp://user:pass@host:587?starttls=true or smtps://user:pass@host:465")
+    implicit_tls = parts.scheme == "smtps"
+    options = parse_qs(parts.query)
+    starttls = options.get("starttls", ["false"])[0].lower() in ("1", "true", "yes")
+    return SmtpServer(
+        host=parts.hostname,
+        port=parts.port or (465 if implicit_tls else 25),
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        implicit_tls=implicit_tls,
+        starttls=starttls and not implicit_tls,
+    )
+
+
+@dataclass(frozen=True)
+class Email:
+    to: str
+    subject: str
+    text: str
+    message_id: str
+
+
+def build_message(email: Email, sender: str, unsubscribe_url: str | None) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = email.to
+    message["Subject"] = email.subject
+    message["Date"] = formatdate(usegmt=True)
+    message["Message-ID"] = email.message_id
+    if unsubscribe_url:
+        message["List-Unsubscribe"] = f"<{unsubscribe_url}>"
+    message.set_content(email.text)
+    return message
+
+
+class Mailer:
+    """Sends messages over one lazily opened connection, classifying each outcome."""
+
+    def __init__(self, server: SmtpServer, sender: str, unsubscribe_url: str | None, timeout: float) -> None:
+        self.server = server
+        self.sender = sender
+        self.unsubscribe_url = unsubscribe_url
+        self.timeout = timeout
+        self._connection: smtplib.SMTP | None = None
+
+    def send(self, email: Email) -> SendResult:
+        message = build_message(email, self.sender, self.unsubscribe_url)
+        try:
+            connection = self._connect()
+            connection.send_message(message, from_addr=self.sender, to_addrs=[email.to])
+        except smtplib.SMTPRecipientsRefused as refused:
+            (code, _) = next(iter(refused.recipients.values()))
+            return classify(code, "recipient refused")
+        except smtplib.SMTPSenderRefused as refused:
+            return SendResult("retry", f"sender refused ({refused.smtp_code})")
+        except smtplib.SMTPResponseException as error:
+            return classify(error.smtp_code, "message refused")
+        except CONNECTION_ERRORS as error:
+            self._connection = None
+            return SendResult("retry", f"connection: {type(error).__name__}")
+        return SendResult("sent")
+
+    def _connect(self) -> smtplib.SMTP:
+        if self._connection is None:
+            self._connection = open_connection(self.server, self.timeout)
+        return self._connection
+
+    def close(self) -> None:
+        if self._connection is not None:
+            try:
+                self._connection.quit()
+            except OSError:  # smtplib.SMTPException is an OSError too
+                self._connection.close()
+            self._connection = None
+
+
+@contextmanager
+def mailer(server: SmtpServer, sender: str, unsubscribe_url: str | None, timeout: float) -> Iterator[Mailer]:
+    session = Mailer(server, sender, unsubscribe_url, timeout)
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+def open_connection(server: SmtpServer, timeout: float) -> smtplib.SMTP:
+    context = ssl.create_default_context()
+    connection: smtplib.SMTP
+    if server.implicit_tls:
+        connection = smtplib.SMTP_SSL(server.host, server.port, timeout=timeout, context=context)
+    else:
+        connection = smtplib.SMTP(server.host, server.port, timeout=timeout)
+        if server.starttls:
+            connection.starttls(context=context)
+    if server.username and server.password:
+        connection.login(server.username, server.password)
+    return connection
+
+
+def classify(code: int, what: str) -> SendResult:
+    """SMTP's 5xx is permanent (retrying cannot help); 4xx and anything else is worth a retry."""
+    if 500 <= code < 600:
+        return SendResult("failed", f"{what} ({code})")
+    return SendResult("retry", f"{what} ({code})")

@@ -1,0 +1,56 @@
+"""One signed POST per business event, the Standard Webhooks way.
+
+`webhook-id` is the business key, identical on every retry and dead-letter replay, so a
+receiver can drop the copy that a crash between its 2xx and our record could cause.
+"""
+
+import json
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime
+from typing import Any
+
+from standardwebhooks import Webhook
+
+from qjobs.channels import SendResult
+
+RETRYABLE_CLIENT_ERRORS = frozenset({408, 425, 429})
+
+
+def post_webhook(
+    url: str, secret: str, *, webhook_id: str, payload: dict[str, Any], timeout: float, now: datetime | None = None
+) -> SendResult:
+    body = json.dumps(payload, separators=(",", ":"))
+    sent_at = now or datetime.now(UTC)
+    headers = {
+        "Content-Type": "application/json",
+        "webhook-id": webhook_id,
+        "webhook-timestamp": str(int(sent_at.timestamp())),
+        "webhook-signature": Webhook(secret).sign(webhook_id, sent_at, body),
+    }
+    request = urllib.request.Request(url, data=body.encode(), headers=headers, method="POST")  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            status = int(response.status)
+    except urllib.error.HTTPError as error:
+        status = error.code
+    except (urllib.error.URLError, OSError) as error:
+        return SendResult("retry", f"connection: {type(error).__name__}")
+    return classify_status(status)
+
+
+def classify_status(status: int) -> SendResult:
+    if 200 <= status < 300:
+        return SendResult("sent")
+    if 400 <= status < 500 and status not in RETRYABLE_CLIENT_ERRORS:
+        return SendResult("failed", f"receiver answered {status}")
+    return SendResult("retry", f"receiver answered {status}")
+
+
+def valid_secret(secret: str) -> str:
+    """Fail at start-up, not at the first send, on a secret Standard Webhooks cannot use."""
+    try:
+        Webhook(secret)
+    except Exception:
+        raise ValueError("must be a Standard Webhooks secret (whsec_ + base64)") from None
+    return secret

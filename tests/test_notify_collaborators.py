@@ -1,0 +1,321 @@
+"""notify-collaborators against the real emulator, a real SMTP server and a real HTTP
+receiver."""
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+from google.cloud import firestore
+from standardwebhooks import Webhook
+
+from handlers.notify_collaborators import doc_id
+from tests.conftest import AppFactory, Deliver
+from tests.receivers import SmtpServer, WebhookReceiver, start_smtp
+from tests.support import NOTIFY, error_of, free_port, new_message_id
+
+WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+SENDER = "Trips <notifications@trips.example.test>"
+
+
+def payload(**fields: Any) -> dict[str, Any]:
+    return {
+        "tripId": "trip-1",
+        "event": "trip_updated",
+        "collaboratorIds": ["u1", "u2"],
+        "message": "Dates moved to June",
+        **fields,
+    }
+
+
+def inbox(db: firestore.Client, uid: str) -> list[dict[str, Any]]:
+    return [doc.to_dict() or {} for doc in db.collection("users", uid, "notifications").stream()]
+
+
+def entry(db: firestore.Client, key: str, uid: str) -> dict[str, Any]:
+    return db.collection("users", uid, "notifications").document(doc_id(key, uid)).get().to_dict() or {}
+
+
+def add_user(db: firestore.Client, uid: str, **fields: Any) -> None:
+    db.collection("users").document(uid).set(fields)
+
+
+# ---------------------------------------------------------------- inbox only
+
+
+def test_recipients_exclude_the_actor_and_those_who_muted(deliver: Deliver, db: firestore.Client) -> None:
+    add_user(db, "u2", notificationPreferences={"mutedTrips": ["trip-1"]})
+    add_user(db, "u3", notificationPreferences={"mutedEvents": ["trip_updated"]})
+    add_user(db, "u4", notificationPreferences={"mutedTrips": ["trip-9"], "mutedEvents": ["trip_deleted"]})
+    message_id = new_message_id()
+    ids = ["u1", "u2", "u3", "u4", "u5", "u4"]
+    response = deliver(NOTIFY, payload(collaboratorIds=ids, actorId="u1"), message_id=message_id)
+    assert response.json == {
+        "ok": True,
+        "messageId": message_id,
+        "duplicate": False,
+        "notified": 2,
+        "skipped": 3,
+        "email": "disabled",
+        "webhook": "disabled",
+    }
+    assert [uid for uid in ("u1", "u2", "u3", "u4", "u5") if inbox(db, uid)] == ["u4", "u5"]
+    stored = entry(db, message_id, "u5")
+    assert {name: stored[name] for name in ("tripId", "event", "message", "actorId", "read", "messageId")} == {
+        "tripId": "trip-1",
+        "event": "trip_updated",
+        "message": "Dates moved to June",
+        "actorId": "u1",
+        "read": False,
+        "messageId": message_id,
+    }
+    assert stored["idempotencyKey"] is None and stored["createdAt"] is not None
+    assert stored["delivery"]["email"]["status"] == "skipped" and stored["delivery"]["email"]["reason"] == "disabled"
+
+
+def test_without_channels_the_job_is_one_atomic_commit(deliver: Deliver, db: firestore.Client) -> None:
+    message_id = new_message_id()
+    deliver(NOTIFY, payload(), message_id=message_id)
+    ledger = db.collection("jobs").document(message_id).get()
+    documents = [
+        db.collection("users", uid, "notifications").document(doc_id(message_id, uid)).get() for uid in ("u1", "u2")
+    ]
+    event = db.collection("notificationEvents").document(doc_id(message_id)).get()
+    assert {snapshot.update_time for snapshot in [*documents, event]} == {ledger.update_time}
+
+
+def test_a_duplicate_delivery_writes_nothing_new(deliver: Deliver, db: firestore.Client) -> None:
+    message_id = new_message_id()
+    first = deliver(NOTIFY, payload(), message_id=message_id)
+    before = entry(db, message_id, "u1")
+    second = deliver(NOTIFY, payload(), message_id=message_id, retried=1)
+    assert second.json == {**(first.json or {}), "duplicate": True}
+    assert len(inbox(db, "u1")) == 1 and entry(db, message_id, "u1") == before
+
+
+def test_a_replay_under_a_new_message_id_with_the_same_key_is_the_same_event(
+    deliver: Deliver, db: firestore.Client
+) -> None:
+    key = "trip-1:update:42"
+    first = deliver(NOTIFY, payload(idempotencyKey=key))
+    replay = deliver(NOTIFY, payload(idempotencyKey=key, message="Edited text", collaboratorIds=["u1", "u2", "u3"]))
+    assert first.status_code == replay.status_code == 200
+    assert replay.json is not None and replay.json["notified"] == 2 and replay.json["duplicate"] is False
+    assert len(inbox(db, "u1")) == len(inbox(db, "u2")) == 1 and inbox(db, "u3") == []
+    assert entry(db, key, "u1")["message"] == "Dates moved to June"
+    assert entry(db, key, "u1")["idempotencyKey"] == key
+
+
+def test_a_hundred_recipients_in_one_job(deliver: Deliver, db: firestore.Client) -> None:
+    ids = [f"user-{n:03d}" for n in range(100)]
+    response = deliver(NOTIFY, payload(collaboratorIds=ids + ids[:10]))
+    assert response.status_code == 200 and response.json is not None and response.json["notified"] == 100
+    written = list(db.collection_group("notifications").stream())
+    assert len(written) == 100
+
+
+# ---------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "code"),
+    [
+        ({"tripId": "trip/1"}, "tripId", "value_error"),
+        ({"tripId": ""}, "tripId", "value_error"),
+        ({"event": "trip_exploded"}, "event", "literal_error"),
+        ({"collaboratorIds": []}, "collaboratorIds", "collaborator_count"),
+        ({"collaboratorIds": [f"u{n}" for n in range(101)]}, "collaboratorIds", "collaborator_count"),
+        ({"collaboratorIds": ["u1", "bad id"]}, "collaboratorIds.1", "value_error"),
+        ({"collaboratorIds": "u1"}, "collaboratorIds", "list_type"),
+        ({"message": "   "}, "message", "string_too_short"),
+        ({"message": "x" * 2001}, "message", "string_too_long"),
+        ({"actorId": "__actor__"}, "actorId", "value_error"),
+        ({"idempotencyKey": "short"}, "idempotencyKey", "string_too_short"),
+        ({"idempotencyKey": "k" * 201}, "idempotencyKey", "string_too_long"),
+    ],
+)
+def test_each_rule_is_a_489_that_writes_nothing(
+    deliver: Deliver, db: firestore.Client, fields: dict[str, Any], field: str, code: str
+) -> None:
+    response = deliver(NOTIFY, payload(**fields))
+    assert error_of(response)[:2] == (489, "validation_failed")
+    assert response.json is not None
+    assert [(detail["field"], detail["code"]) for detail in response.json["details"]] == [(field, code)]
+    assert list(db.collections()) == []
+
+
+def test_the_event_error_lists_the_allowed_values(deliver: Deliver, db: firestore.Client) -> None:
+    response = deliver(NOTIFY, payload(event="trip_exploded"))
+    message = (response.json or {})["details"][0]["message"]
+    for event in ("trip_created", "trip_shared", "collaborator_role_changed"):
+        assert event in message
+
+
+def test_a_message_is_trimmed(deliver: Deliver, db: firestore.Client) -> None:
+    message_id = new_message_id()
+    deliver(NOTIFY, payload(message="  Dates moved  "), message_id=message_id)
+    assert entry(db, message_id, "u1")["message"] == "Dates moved"
+
+
+def test_unknown_fields_are_ignored_and_named_in_the_log(
+    deliver: Deliver, make_client: AppFactory, db: firestore.Client, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = make_client()
+    response = deliver(NOTIFY, payload(priority="high", channelHints=["push"]), test_client=client)
+    assert response.status_code == 200
+    out = capsys.readouterr().out
+    assert '"ignoredFields": ["channelHints", "priority"]' in out and '"high"' not in out
+
+
+# ---------------------------------------------------------------- email
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpServer]:
+    server = start_smtp()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def mail_client(make_client: AppFactory, db: firestore.Client, smtp: SmtpServer) -> FlaskClient:
+    add_user(db, "u1", email="ada@example.test")
+    add_user(db, "u2", email="grace@example.test")
+    add_user(db, "u3", email="linus@example.test", notificationPreferences={"email": False})
+    add_user(db, "u4")
+    return make_client(
+        SMTP_URL=smtp.url, EMAIL_FROM=SENDER, EMAIL_UNSUBSCRIBE_URL="https://trips.example.test/unsubscribe"
+    )
+
+
+def test_emails_carry_the_event_and_deterministic_headers(
+    deliver: Deliver, mail_client: FlaskClient, smtp: SmtpServer, db: firestore.Client
+) -> None:
+    message_id = new_message_id()
+    response = deliver(
+        NOTIFY, payload(collaboratorIds=["u1", "u2", "u3", "u4"]), message_id=message_id, test_client=mail_client
+    )
+    assert response.json is not None and response.json["email"] == {"sent": 2, "failed": 0, "skipped": 2}
+    (mail,) = smtp.mailbox.to("ada@example.test")
+    assert mail["Subject"] == "A trip was updated"
+    assert mail["From"] == SENDER
+    assert mail["Message-ID"] == f"<{doc_id(message_id, 'u1')}@trips.example.test>"
+    assert mail["List-Unsubscribe"] == "<https://trips.example.test/unsubscribe>"
+    assert "Dates moved to June" in mail.get_payload()
+    assert smtp.mailbox.to("linus@example.test") == []
+    assert len(smtp.mailbox.messages) == 2
+    sent = entry(db, message_id, "u1")["delivery"]["email"]
+    assert sent["status"] == "sent" and sent["attempts"] == 1 and sent["sentAt"] is not None
+    assert entry(db, message_id, "u3")["delivery"]["email"]["reason"] == "opted_out"
+    assert entry(db, message_id, "u4")["delivery"]["email"]["reason"] == "no_address"
+
+
+def test_a_temporary_refusal_fails_the_job_and_the_retry_sends_only_what_is_left(
+    deliver: Deliver, mail_client: FlaskClient, smtp: SmtpServer, db: firestore.Client
+) -> None:
+    smtp.mailbox.refuse["grace@example.test"] = "450 4.2.1 Mailbox busy, try later"
+    message_id = new_message_id()
+    first = deliver(NOTIFY, payload(), message_id=message_id, test_client=mail_client)
+    assert error_of(first)[:2] == (500, "job_failed")
+    pending = entry(db, message_id, "u2")["delivery"]["email"]
+    assert pending["status"] == "pending" and pending["attempts"] == 1 and "450" in pending["lastError"]
+    assert entry(db, message_id, "u1")["delivery"]["email"]["status"] == "sent"
+    del smtp.mailbox.refuse["grace@example.test"]
+    retry = deliver(NOTIFY, payload(), message_id=message_id, retried=1, test_client=mail_client)
+    assert retry.status_code == 200
+    assert retry.json is not None and retry.json["email"] == {"sent": 2, "failed": 0, "skipped": 0}
+    assert len(smtp.mailbox.to("ada@example.test")) == 1 and len(smtp.mailbox.to("grace@example.test")) == 1
+    assert len(inbox(db, "u1")) == len(inbox(db, "u2")) == 1
+    assert entry(db, message_id, "u2")["delivery"]["email"]["attempts"] == 2
+
+
+def test_a_permanent_refusal_is_recorded_and_never_retried(
+    deliver: Deliver, mail_client: FlaskClient, smtp: SmtpServer, db: firestore.Client
+) -> None:
+    smtp.mailbox.refuse["grace@example.test"] = "550 5.1.1 No such user"
+    key = "trip-1:update:permanent"
+    first = deliver(NOTIFY, payload(idempotencyKey=key), test_client=mail_client)
+    assert first.status_code == 200
+    assert first.json is not None and first.json["email"] == {"sent": 1, "failed": 1, "skipped": 0}
+    failed = entry(db, key, "u2")["delivery"]["email"]
+    assert failed["status"] == "failed" and "550" in failed["lastError"]
+    replay = deliver(NOTIFY, payload(idempotencyKey=key), test_client=mail_client)
+    assert replay.status_code == 200 and len(smtp.mailbox.messages) == 1
+
+
+def test_an_unreachable_smtp_server_fails_the_job(
+    deliver: Deliver, make_client: AppFactory, db: firestore.Client
+) -> None:
+    add_user(db, "u1", email="ada@example.test")
+    client = make_client(SMTP_URL=f"smtp://127.0.0.1:{free_port()}", EMAIL_FROM=SENDER, SMTP_TIMEOUT_SECONDS="2")
+    message_id = new_message_id()
+    assert error_of(deliver(NOTIFY, payload(), message_id=message_id, test_client=client))[:2] == (500, "job_failed")
+    assert entry(db, message_id, "u1")["delivery"]["email"]["lastError"] == "connection: ConnectionRefusedError"
+
+
+# ---------------------------------------------------------------- webhook
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    server = WebhookReceiver()
+    yield server
+    server.stop()
+
+
+def test_the_webhook_is_signed_the_standard_webhooks_way(
+    deliver: Deliver, make_client: AppFactory, db: firestore.Client, receiver: WebhookReceiver
+) -> None:
+    client = make_client(COLLABORATOR_WEBHOOK_URL=receiver.url, COLLABORATOR_WEBHOOK_SECRET=WEBHOOK_SECRET)
+    key = "trip-1:update:hook"
+    response = deliver(NOTIFY, payload(idempotencyKey=key, actorId="u9"), test_client=client)
+    assert response.json is not None and response.json["webhook"] == "sent"
+    (received,) = receiver.received
+    body = Webhook(WEBHOOK_SECRET).verify(received.body, received.headers)
+    occurred = db.collection("notificationEvents").document(doc_id(key)).get().get("occurredAt")
+    assert received.headers["webhook-id"] == key
+    assert body == {
+        "type": "trip_updated",
+        "tripId": "trip-1",
+        "recipientIds": ["u1", "u2"],
+        "message": "Dates moved to June",
+        "actorId": "u9",
+        "occurredAt": occurred.isoformat().replace("+00:00", "Z"),
+    }
+
+
+def test_a_receiver_that_is_down_fails_the_job_until_a_retry_gets_through(
+    deliver: Deliver, make_client: AppFactory, db: firestore.Client, receiver: WebhookReceiver
+) -> None:
+    down_url = f"http://127.0.0.1:{free_port()}/hooks"
+    message_id = new_message_id()
+    down = make_client(COLLABORATOR_WEBHOOK_URL=down_url, COLLABORATOR_WEBHOOK_SECRET=WEBHOOK_SECRET)
+    assert error_of(deliver(NOTIFY, payload(), message_id=message_id, test_client=down))[:2] == (500, "job_failed")
+    event = db.collection("notificationEvents").document(doc_id(message_id)).get().to_dict() or {}
+    assert event["webhook"]["status"] == "pending" and event["webhook"]["attempts"] == 1
+    up = make_client(COLLABORATOR_WEBHOOK_URL=receiver.url, COLLABORATOR_WEBHOOK_SECRET=WEBHOOK_SECRET)
+    retry = deliver(NOTIFY, payload(), message_id=message_id, retried=1, test_client=up)
+    assert retry.json is not None and retry.json["webhook"] == "sent"
+    (received,) = receiver.received
+    assert received.json()["occurredAt"] == event["occurredAt"].isoformat().replace("+00:00", "Z")
+    assert len(inbox(db, "u1")) == 1
+
+
+def test_a_replay_does_not_send_the_webhook_again(
+    deliver: Deliver, make_client: AppFactory, db: firestore.Client, receiver: WebhookReceiver
+) -> None:
+    client = make_client(COLLABORATOR_WEBHOOK_URL=receiver.url, COLLABORATOR_WEBHOOK_SECRET=WEBHOOK_SECRET)
+    key = "trip-1:update:replayed"
+    assert deliver(NOTIFY, payload(idempotencyKey=key), test_client=client).status_code == 200
+    replay = deliver(NOTIFY, payload(idempotencyKey=key), test_client=client)
+    assert replay.json is not None and replay.json["webhook"] == "sent"
+    assert len(receiver.received) == 1
+
+
+def test_a_receiver_refusing_for_good_is_recorded_as_failed(
+    deliver: Deliver, make_client: AppFactory, db: firestore.Client, receiver: WebhookReceiver
+) -> None:
+    receiver.status = 410
+    client = make_client(COLLABORATOR_WEBHOOK_URL=receiver.url, COLLABORATOR_WEBHOOK_SECRET=WEBHOOK_SECRET)
+    response = deliver(NOTIFY, payload(), test_client=client)
+    assert response.status_code == 200 and response.json is not None and response.json["webhook"] == "failed"
