@@ -1,44 +1,346 @@
-"""memory-sync, first cut: checks the conversation and records its message count.
+"""memory-sync: bring a user's memory up to date after a conversation.
 
-Extraction, summaries and the memory index come with the full job; this cut exercises the
-pipeline's permanent-error path (an unknown or foreign conversation is rejected, not
-retried) and the atomic commit of the job's writes with the ledger's success mark.
+Statements are the source of truth: every preference a user message states becomes a
+memory entry, and `users/{uid}/preferences/{category}` is re-derived from all of the
+user's statements of that category. The conversation's summary is a fold over its
+messages (qjobs.memory.summary), so incremental syncs and one full sync agree.
+
+`incremental` reads the messages after the summary's cursor, one page per transaction: the
+transaction re-reads the cursor, so two syncs racing on one conversation never skip or
+double-apply a message. `full` first removes the conversation's memories and summary, then
+replays it from its first message the same way.
 """
 
-from typing import Literal
+import hashlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
+from google.cloud.firestore_v1.document import DocumentReference
+from google.cloud.firestore_v1.transaction import Transaction
 from pydantic import BaseModel, ConfigDict
 
 from qjobs.errors import PermanentJobError
-from qjobs.jobs import JobContext, JobResult, JobSpec, Write
+from qjobs.jobs import MAX_WRITES_PER_COMMIT, JobContext, JobResult, JobSpec, Write
+from qjobs.memory.extract import CATEGORIES, Extractor, RuleExtractor, Statement
+from qjobs.memory.preferences import StoredStatement, fold
+from qjobs.memory.summary import (
+    MAX_NOTES_PER_MESSAGE,
+    Note,
+    SummaryState,
+    apply_message,
+    keywords,
+    keywords_of,
+    note_id,
+    summary_text,
+)
 from qjobs.safe_id import SafeId
+
+EXTRACTOR: Extractor = RuleExtractor()
+MAX_STATEMENTS_PER_MESSAGE = 30
+MEMORY_WRITE_BUDGET = MAX_WRITES_PER_COMMIT - 1 - 1 - len(CATEGORIES)
+"""A page's memory writes, leaving room for the summary, every preference and the fence."""
 
 
 class MemorySyncPayload(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="allow")
 
     userId: SafeId
     conversationId: SafeId
     syncType: Literal["full", "incremental"]
 
 
+@dataclass(frozen=True)
+class Message:
+    id: str
+    role: str
+    content: str
+    created_at: datetime
+
+
+@dataclass
+class Page:
+    """What one page transaction did."""
+
+    processed: int = 0
+    preferences: int = 0
+    memories: int = 0
+    cursor: dict[str, Any] | None = None
+    done: bool = True
+
+
+@dataclass
+class Totals:
+    processed: int = 0
+    preferences: int = 0
+    memories: int = 0
+    cursor: dict[str, Any] | None = None
+
+    def add(self, page: Page) -> None:
+        self.processed += page.processed
+        self.preferences += page.preferences
+        self.memories += page.memories
+        self.cursor = page.cursor or self.cursor
+
+
+@dataclass
+class Sync:
+    """The references and settings one sync works with."""
+
+    ctx: JobContext
+    user_id: str
+    conversation_id: str
+    sync_type: str
+    forgotten: set[str] = field(default_factory=set)
+    """Categories whose statements a full sync removed, re-derived with its first page."""
+    user: DocumentReference = field(init=False)
+    conversation: DocumentReference = field(init=False)
+    summary: DocumentReference = field(init=False)
+
+    def __post_init__(self) -> None:
+        db = self.ctx.db
+        self.user = db.collection("users").document(self.user_id)
+        self.conversation = db.collection("conversations").document(self.conversation_id)
+        self.summary = self.user.collection("conversationSummaries").document(self.conversation_id)
+
+
 def sync(payload: MemorySyncPayload, ctx: JobContext) -> JobResult:
-    conversation = ctx.db.collection("conversations").document(payload.conversationId).get(**ctx.rpc)
-    if not conversation.exists:
-        raise PermanentJobError("conversation_not_found", "the conversation does not exist")
-    if (conversation.to_dict() or {}).get("userId") != payload.userId:
-        raise PermanentJobError("conversation_forbidden", "the conversation belongs to another user")
-    count_query = conversation.reference.collection("messages").count()
-    message_count = int(count_query.get(**ctx.rpc)[0][0].value)
-    summary_ref = ctx.db.collection("users", payload.userId, "conversationSummaries").document(payload.conversationId)
-    write = Write(
-        summary_ref,
-        {"messageCount": message_count, "syncType": payload.syncType, "updatedAt": firestore.SERVER_TIMESTAMP},
-        merge=True,
+    run = Sync(ctx, payload.userId, payload.conversationId, payload.syncType)
+    check_conversation(run)
+    totals = Totals()
+    if payload.syncType == "full":
+        run.forgotten = forget_conversation(run)
+    while True:
+        page = ctx.transact_page(lambda transaction: build_page(transaction, run))
+        run.forgotten = set()
+        totals.add(page)
+        if page.done:
+            break
+    return JobResult(
+        result={
+            "syncType": payload.syncType,
+            "processedMessages": totals.processed,
+            "preferencesUpdated": totals.preferences,
+            "memoriesWritten": totals.memories,
+            "cursor": cursor_json(totals.cursor),
+        }
     )
-    result = {"syncType": payload.syncType, "processedMessages": message_count}
-    return JobResult(result=result, writes=[write])
+
+
+def check_conversation(run: Sync) -> None:
+    snapshot = run.conversation.get(**run.ctx.rpc)
+    if not snapshot.exists:
+        raise PermanentJobError("conversation_not_found", "the conversation does not exist")
+    if (snapshot.to_dict() or {}).get("userId") != run.user_id:
+        raise PermanentJobError("conversation_forbidden", "the conversation belongs to another user")
+
+
+# ---------------------------------------------------------------- full: forget, then replay
+
+
+def forget_conversation(run: Sync) -> set[str]:
+    """Remove the conversation's memories and summary; the categories its statements
+    touched are re-derived by the replay's first page, so that a preference this
+    conversation still states is not deleted and written again."""
+    query = run.user.collection("memories").where(filter=FieldFilter("conversationId", "==", run.conversation_id))
+    memories = list(query.stream(**run.ctx.rpc))
+    categories = {str(doc.get("category")) for doc in memories if (doc.to_dict() or {}).get("kind") == "preference"}
+    refs = [run.summary, *(doc.reference for doc in memories)]
+    for start in range(0, len(refs), MEMORY_WRITE_BUDGET):
+        run.ctx.commit_page([Write(ref, None) for ref in refs[start : start + MEMORY_WRITE_BUDGET]])
+    return categories
+
+
+# ---------------------------------------------------------------- one page
+
+
+def build_page(transaction: Transaction, run: Sync) -> tuple[list[Write], Page]:
+    """Reads (through the transaction) and the writes of the next page. No side effects:
+    Firestore may run it again when the transaction is contended."""
+    stored = first(transaction.get_all([run.summary], **run.ctx.rpc))
+    summary = (stored.to_dict() or {}) if stored is not None and stored.exists else None
+    state = SummaryState.from_json(summary.get("state") if summary else None)
+    cursor = summary.get("cursor") if summary else None
+    fetched = read_messages(transaction, run, cursor)
+    memories, page = fit_page(fetched, state, run.conversation_id)
+    if not page and summary is not None and not run.forgotten:
+        return [], Page(cursor=cursor)
+    memory_writes = [Write(run.user.collection("memories").document(m.id), m.data) for m in memories]
+    fresh = {memory.id: memory.statement for memory in memories if memory.statement is not None}
+    touched = {statement.category for statement in fresh.values()} | run.forgotten
+    preference_writes, changed = rederive_writes(transaction, run, touched, fresh)
+    new_cursor = {"createdAt": page[-1].created_at, "messageId": page[-1].id} if page else cursor
+    writes = [*memory_writes, *preference_writes, Write(run.summary, summary_fields(run, state, new_cursor))]
+    done = len(page) == len(fetched) and len(fetched) < run.ctx.settings.memory_sync_page_size
+    return writes, Page(len(page), changed, len(memory_writes), new_cursor, done)
+
+
+def first(snapshots: Any) -> Any:
+    return next(iter(snapshots), None)
+
+
+def read_messages(transaction: Transaction, run: Sync, cursor: dict[str, Any] | None) -> list[Message]:
+    messages = run.conversation.collection("messages")
+    query = messages.order_by("createdAt").order_by("__name__").limit(run.ctx.settings.memory_sync_page_size)
+    if cursor:
+        query = query.start_after(
+            {"createdAt": cursor["createdAt"], "__name__": messages.document(cursor["messageId"])}
+        )
+    return [message_of(doc.id, doc.to_dict() or {}) for doc in transaction.get(query, **run.ctx.rpc)]
+
+
+def message_of(message_id: str, data: dict[str, Any]) -> Message:
+    content = data.get("content")
+    return Message(
+        id=message_id,
+        role=str(data.get("role", "")),
+        content=content if isinstance(content, str) else "",
+        created_at=data.get("createdAt") or datetime.fromtimestamp(0, UTC),
+    )
+
+
+@dataclass(frozen=True)
+class Memory:
+    """A memory entry to write, with the statement it records (for preference entries)."""
+
+    id: str
+    data: dict[str, Any]
+    statement: StoredStatement | None = None
+
+
+def fit_page(messages: list[Message], state: SummaryState, conversation_id: str) -> tuple[list[Memory], list[Message]]:
+    """Fold messages into `state` until the page's memory writes could pass the budget;
+    the memory entries to write and the messages taken."""
+    memories: list[Memory] = []
+    taken: list[Message] = []
+    for message in messages:
+        found = extract(message)
+        if taken and len(memories) + len(found) + MAX_NOTES_PER_MESSAGE > MEMORY_WRITE_BUDGET:
+            break
+        notes = apply_message(state, message.role, message.content, message.id, message.created_at.isoformat())
+        memories += [
+            statement_memory(conversation_id, message, position, found[position]) for position in range(len(found))
+        ]
+        memories += [note_memory(conversation_id, message, note) for note in notes]
+        taken.append(message)
+    return memories, taken
+
+
+def extract(message: Message) -> list[Statement]:
+    """Preferences come from the user's own messages only."""
+    if message.role != "user" or not message.content:
+        return []
+    return EXTRACTOR.extract(message.content)[:MAX_STATEMENTS_PER_MESSAGE]
+
+
+def statement_memory(conversation_id: str, message: Message, position: int, statement: Statement) -> Memory:
+    stored = StoredStatement(
+        category=statement.category,
+        op=statement.op,
+        value=statement.value,
+        confidence=statement.confidence,
+        stated_at=message.created_at,
+        conversation_id=conversation_id,
+        message_id=message.id,
+        position=position,
+    )
+    value_words = statement.value.replace("_", " ") if isinstance(statement.value, str) else ""
+    data = {
+        "kind": "preference",
+        "category": statement.category,
+        "op": statement.op,
+        "value": statement.value,
+        "confidence": statement.confidence,
+        "text": statement.text,
+        "keywords": list(
+            dict.fromkeys([statement.category.lower(), *keywords_of(value_words), *keywords_of(statement.text)])
+        )[:15],
+        "conversationId": conversation_id,
+        "messageId": message.id,
+        "statedAt": message.created_at,
+        "position": position,
+    }
+    key = f"preference\x00{conversation_id}\x00{message.id}\x00{position}"
+    return Memory(hashlib.sha256(key.encode()).hexdigest()[:40], data, stored)
+
+
+def note_memory(conversation_id: str, message: Message, note: Note) -> Memory:
+    data = {
+        "kind": note.kind,
+        "text": note.text,
+        "keywords": keywords_of(note.text),
+        "conversationId": conversation_id,
+        "messageId": message.id,
+        "statedAt": message.created_at,
+        "position": note.position,
+    }
+    return Memory(note_id(conversation_id, note), data)
+
+
+# ---------------------------------------------------------------- preferences
+
+
+def rederive_writes(
+    transaction: Transaction, run: Sync, categories: set[str], fresh: dict[str, StoredStatement]
+) -> tuple[list[Write], int]:
+    """Fold every statement of each category (the stored ones, with `fresh` ones of this
+    page in place) and write the preferences that changed."""
+    if not categories:
+        return [], 0
+    memories = run.user.collection("memories")
+    preferences = run.user.collection("preferences")
+    current = {
+        snapshot.id: snapshot.to_dict() or {}
+        for snapshot in transaction.get_all([preferences.document(c) for c in sorted(categories)], **run.ctx.rpc)
+        if snapshot.exists
+    }
+    writes: list[Write] = []
+    for category in sorted(categories):
+        query = memories.where(filter=FieldFilter("category", "==", category))
+        stored = {
+            doc.id: StoredStatement.from_memory(doc.to_dict() or {}) for doc in transaction.get(query, **run.ctx.rpc)
+        }
+        derived = fold(
+            category, list({**stored, **{k: v for k, v in fresh.items() if v.category == category}}.values())
+        )
+        write = preference_write(preferences.document(category), current.get(category), derived)
+        if write is not None:
+            writes.append(write)
+    return writes, len(writes)
+
+
+def preference_write(
+    ref: DocumentReference, current: dict[str, Any] | None, derived: dict[str, Any] | None
+) -> Write | None:
+    if derived is None:
+        return Write(ref, None) if current is not None else None
+    unchanged = current is not None and {k: v for k, v in current.items() if k != "updatedAt"} == derived
+    return None if unchanged else Write(ref, {**derived, "updatedAt": firestore.SERVER_TIMESTAMP})
+
+
+# ---------------------------------------------------------------- summary
+
+
+def summary_fields(run: Sync, state: SummaryState, cursor: dict[str, Any] | None) -> dict[str, Any]:
+    return {
+        "summary": summary_text(state),
+        "keywords": keywords(state),
+        "messageCount": state.message_count,
+        "lastMessageAt": cursor["createdAt"] if cursor else None,
+        "cursor": cursor,
+        "syncType": run.sync_type,
+        "updatedAt": firestore.SERVER_TIMESTAMP,
+        "state": state.to_json(),
+    }
+
+
+def cursor_json(cursor: dict[str, Any] | None) -> dict[str, Any] | None:
+    if cursor is None:
+        return None
+    created: datetime = cursor["createdAt"]
+    return {"createdAt": created.astimezone(UTC).isoformat().replace("+00:00", "Z"), "messageId": cursor["messageId"]}
 
 
 JOB = JobSpec(name="memory-sync", payload_model=MemorySyncPayload, run=sync)

@@ -61,6 +61,7 @@ class Settings(BaseModel):
     collaborator_webhook_url: str | None = Field(None, alias="COLLABORATOR_WEBHOOK_URL")
     collaborator_webhook_secret: str | None = Field(None, alias="COLLABORATOR_WEBHOOK_SECRET", repr=False)
     webhook_timeout_seconds: Seconds = Field(10, alias="WEBHOOK_TIMEOUT_SECONDS")
+    memory_sync_page_size: int = Field(200, alias="MEMORY_SYNC_PAGE_SIZE", ge=1, le=200)
 
     @property
     def on_cloud_run(self) -> bool:

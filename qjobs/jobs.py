@@ -55,6 +55,14 @@ class PageCommitter(Protocol):
     def __call__(self, writes: list[Write]) -> None: ...
 
 
+ValueT = TypeVar("ValueT")
+PageBuilder = Callable[[Transaction], tuple[list[Write], ValueT]]
+
+
+class PageTransactor(Protocol):
+    def __call__(self, build: PageBuilder[ValueT]) -> ValueT: ...
+
+
 @dataclass(frozen=True)
 class JobContext:
     settings: Settings
@@ -67,6 +75,10 @@ class JobContext:
     commit_page: PageCommitter
     """Commit writes now, atomically with a renewal of the claim's lease; refused (and the
     job stopped) if another attempt has taken the message over."""
+    transact_page: PageTransactor
+    """Like `commit_page`, for a page whose content depends on what it reads: `build` does
+    the reads through the transaction (and nothing else: it may run several times) and
+    returns the writes and a value; they commit atomically with the lease renewal."""
 
 
 @dataclass(frozen=True)

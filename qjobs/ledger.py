@@ -10,7 +10,9 @@ the claim, so a captured request re-sent under a new message id is refused.
 
 import hashlib
 import math
+import random
 import secrets
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,10 +23,12 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_document import DocumentSnapshot
 from google.cloud.firestore_v1.document import DocumentReference
 
-from qjobs.jobs import MAX_WRITES_PER_COMMIT, Write
+from qjobs.jobs import MAX_WRITES_PER_COMMIT, PageBuilder, ValueT, Write
 
 RUNNING, SUCCEEDED, FAILED, REJECTED = "running", "succeeded", "failed", "rejected"
 CONTENTION_RETRY_AFTER_SECONDS = 2
+PAGE_ATTEMPTS = 5
+CLAIM_ATTEMPTS = 2
 
 
 @dataclass(frozen=True)
@@ -146,17 +150,29 @@ class Ledger:
 
     def claim(self, delivery: Delivery) -> Claim:
         token = secrets.token_urlsafe(16)
-        transaction = self.db.transaction()
         try:
-            attempt = firestore.transactional(self._claim_in)(transaction, delivery, token)
-        except exceptions.Aborted:
-            raise InProgress(CONTENTION_RETRY_AFTER_SECONDS, "contended") from None
-        except ValueError as error:
-            if isinstance(error.__cause__, exceptions.Aborted):
+            attempt, transaction = self._transact(lambda tx: self._claim_in(tx, delivery, token), CLAIM_ATTEMPTS)
+        except (exceptions.Aborted, ValueError) as error:
+            if is_contention(error):
                 raise InProgress(CONTENTION_RETRY_AFTER_SECONDS, "contended") from None
             raise
         results = transaction.write_results or []
         return Claim(delivery, token, attempt, results[0].update_time)
+
+    def _transact(self, function: Callable[[Any], ValueT], attempts: int) -> tuple[ValueT, Any]:
+        """Run `function` in a transaction, again (after a jittered pause) when a read inside
+        it was aborted by contention, which the client itself retries only at commit."""
+        for attempt in range(1, attempts + 1):
+            transaction = self.db.transaction()
+            try:
+                value: ValueT = firestore.transactional(function)(transaction)
+            except (exceptions.Aborted, ValueError) as error:
+                if attempt == attempts or not is_contention(error):
+                    raise
+                time.sleep(random.uniform(0.05, 0.25) * attempt)  # noqa: S311 - jitter, not security
+                continue
+            return value, transaction
+        raise AssertionError("unreachable")
 
     def _claim_in(self, transaction: Any, delivery: Delivery, token: str) -> int:
         entry_ref, token_ref = self.entry_ref(delivery.message_id), self.token_ref(delivery.jti)
@@ -246,6 +262,28 @@ class Ledger:
             ends_claim=True,
         )
 
+    def transact_page(self, claim: Claim, build: PageBuilder[ValueT]) -> ValueT:
+        if claim.ended:
+            raise ClaimLost("this attempt already gave the message back")
+        entry_ref = self.entry_ref(claim.delivery.message_id)
+
+        def page(transaction: Any) -> ValueT:
+            writes, value = build(transaction)
+            check_commit_size(writes)
+            for write in writes:
+                write.apply(transaction)
+            now = self.clock()
+            fence = self.db.write_option(last_update_time=claim.update_time)
+            transaction.update(entry_ref, {"updatedAt": now, "leaseExpiresAt": now + self.lease}, option=fence)
+            return value
+
+        try:
+            value, transaction = self._transact(page, PAGE_ATTEMPTS)
+        except exceptions.FailedPrecondition:
+            raise ClaimLost("another attempt took this message over") from None
+        claim.update_time = (transaction.write_results or [])[-1].update_time
+        return value
+
     def release(self, claim: Claim, reason: str) -> bool:
         """Give back the lease of a run this process abandons; False when the run had
         already finished or lost its claim (nothing to give back)."""
@@ -260,8 +298,7 @@ class Ledger:
     ) -> None:
         if claim.ended:
             raise ClaimLost("this attempt already gave the message back")
-        if len(writes) + 1 > MAX_WRITES_PER_COMMIT:
-            raise ValueError(f"{len(writes)} writes do not fit one commit; commit them in pages")
+        check_commit_size(writes)
         batch = self.db.batch()
         for write in writes:
             write.apply(batch)
@@ -274,6 +311,18 @@ class Ledger:
         claim.ended = ends_claim
         if not ends_claim:
             claim.update_time = results[-1].update_time
+
+
+def is_contention(error: Exception) -> bool:
+    """The client retries `Aborted` only at commit; a read that waited too long on another
+    transaction's lock raises it from inside the transaction instead."""
+    return isinstance(error, exceptions.Aborted) or isinstance(error.__cause__, exceptions.Aborted)
+
+
+def check_commit_size(writes: list[Write]) -> None:
+    """A job's writes share a commit with the ledger's update, and Firestore takes 500."""
+    if len(writes) + 1 > MAX_WRITES_PER_COMMIT:
+        raise ValueError(f"{len(writes)} writes do not fit one commit; commit them in pages")
 
 
 def _by_path(snapshots: Iterable[DocumentSnapshot[Any]]) -> dict[str, DocumentSnapshot[Any]]:

@@ -21,7 +21,7 @@ from qjobs.config import Settings
 from qjobs.errors import ApiError, ErrorDetail, PermanentJobError, non_retryable
 from qjobs.firestore_client import BoundedClient, RpcBudget
 from qjobs.http import error_response, header_detail, json_response, read_capped_body, signed_url
-from qjobs.jobs import JobContext, JobResult, JobSpec, Write
+from qjobs.jobs import JobContext, JobResult, JobSpec, PageBuilder, ValueT, Write
 from qjobs.ledger import Claim, ClaimLost, Delivery, Ledger
 from qjobs.logs import DeliveryLog, log_delivery
 from qjobs.safe_id import is_safe_id
@@ -190,6 +190,9 @@ class Pipeline:
         def commit_page(writes: list[Write]) -> None:
             ledger.commit_page(claim, writes)
 
+        def transact_page(build: PageBuilder[ValueT]) -> ValueT:
+            return ledger.transact_page(claim, build)
+
         return JobContext(
             settings=self.settings,
             db=ledger.db,
@@ -198,6 +201,7 @@ class Pipeline:
             retried=claim.delivery.retried,
             rpc=ledger.rpc,
             commit_page=commit_page,
+            transact_page=transact_page,
         )
 
 

@@ -1,0 +1,1 @@
+"""A user's travel memory: preference extraction, conversation summaries, their fold."""

@@ -1,0 +1,251 @@
+"""memory-sync on the real emulator: the route, ownership, consistency of incremental and
+full syncs (hypothesis), cross-conversation recency, races, and a long conversation."""
+
+import json
+import threading
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+from google.cloud import firestore
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from werkzeug.test import TestResponse
+
+from tests.conftest import AppFactory, Deliver
+from tests.support import MEMORY, ROOT, error_of, new_message_id
+
+START = datetime(2026, 5, 1, tzinfo=UTC)
+SENTENCES = [
+    ("user", "We want to plan a trip to Lisbon in June."),
+    ("user", "I'm vegan."),
+    ("user", "I'm not vegan any more."),
+    ("user", "we never eat meat"),
+    ("user", "Book me an aisle seat."),
+    ("user", "I prefer a window seat."),
+    ("user", "I don't want an aisle seat."),
+    ("user", "Keep it under $2,000 for the whole trip."),
+    ("user", "No red-eyes please."),
+    ("user", "I'm fine with red-eyes."),
+    ("user", "We love museums and hiking."),
+    ("user", "Let's go with the apartment in Alfama."),
+    ("user", "Do we need visas?"),
+    ("user", "I fly out of Boston Logan (BOS)."),
+    ("assistant", "I'm vegan too! Let's book a window seat. Any budget?"),
+    ("system", "Conversation started."),
+]
+
+
+class Conversation:
+    """A conversation in Firestore whose messages are appended one minute apart."""
+
+    def __init__(
+        self, db: firestore.Client, user_id: str, conversation_id: str | None = None, start: datetime = START
+    ) -> None:
+        self.db, self.user_id = db, user_id
+        self.id = conversation_id or f"c-{uuid.uuid4().hex[:8]}"
+        self.start, self.count = start, 0
+        db.collection("conversations").document(self.id).set({"userId": user_id, "title": "Trip", "createdAt": start})
+
+    def append(self, messages: list[tuple[str, str]]) -> None:
+        for start in range(0, len(messages), 400):
+            batch = self.db.batch()
+            for role, content in messages[start : start + 400]:
+                ref = self.db.collection("conversations", self.id, "messages").document(f"m{self.count:05d}")
+                batch.set(
+                    ref, {"role": role, "content": content, "createdAt": self.start + timedelta(minutes=self.count)}
+                )
+                self.count += 1
+            batch.commit()
+
+
+def sync(
+    deliver: Deliver, client: FlaskClient, conversation: Conversation, sync_type: str, **signing: Any
+) -> TestResponse:
+    payload = {"userId": conversation.user_id, "conversationId": conversation.id, "syncType": sync_type}
+    return deliver(MEMORY, payload, test_client=client, **signing)
+
+
+def memory_state(db: firestore.Client, user_id: str) -> dict[str, dict[str, Any]]:
+    """Everything memory-sync derives for a user, but `updatedAt` and `syncType`."""
+    state: dict[str, dict[str, Any]] = {}
+    for name in ("memories", "preferences", "conversationSummaries"):
+        for doc in db.collection("users", user_id, name).stream():
+            data = doc.to_dict() or {}
+            state[f"{name}/{doc.id}"] = {k: v for k, v in data.items() if k not in ("updatedAt", "syncType")}
+    return state
+
+
+def preference(db: firestore.Client, user_id: str, category: str) -> Any:
+    snapshot = db.collection("users", user_id, "preferences").document(category).get()
+    return snapshot.get("value") if snapshot.exists else None
+
+
+@pytest.fixture
+def paged(make_client: AppFactory, db: firestore.Client) -> FlaskClient:
+    """Pages of three messages, so that every sync below spans several pages."""
+    return make_client(MEMORY_SYNC_PAGE_SIZE="3")
+
+
+def test_the_route_extracts_indexes_and_summarises(deliver: Deliver, paged: FlaskClient, db: firestore.Client) -> None:
+    conversation = Conversation(db, "u1", "c1")
+    conversation.append(
+        [SENTENCES[0], SENTENCES[1], SENTENCES[14], SENTENCES[4], SENTENCES[7], SENTENCES[11], SENTENCES[12]]
+    )
+    response = sync(deliver, paged, conversation, "incremental")
+    assert response.status_code == 200 and response.json is not None
+    assert {k: response.json[k] for k in ("syncType", "processedMessages", "preferencesUpdated", "cursor")} == {
+        "syncType": "incremental",
+        "processedMessages": 7,
+        "preferencesUpdated": 3,
+        "cursor": {"createdAt": "2026-05-01T00:06:00Z", "messageId": "m00006"},
+    }
+    assert preference(db, "u1", "dietary") == ["vegan"] and preference(db, "u1", "seat") == "aisle"
+    assert preference(db, "u1", "budget") == {"amount": 2000, "currency": "USD", "per": "trip"}
+    summary = db.collection("users/u1/conversationSummaries").document("c1").get().to_dict() or {}
+    assert summary["summary"].startswith("Request: We want to plan a trip to Lisbon in June.")
+    assert "Decisions: Let's go with the apartment in Alfama." in summary["summary"]
+    assert "Open questions: Do we need visas?" in summary["summary"]
+    assert summary["messageCount"] == 7 and summary["cursor"]["messageId"] == "m00006"
+    assert summary["lastMessageAt"] == START + timedelta(minutes=6) and "lisbon" in summary["keywords"]
+    memories = db.collection("users/u1/memories").where(
+        filter=firestore.FieldFilter("keywords", "array_contains_any", ["lisbon", "vegan"])
+    )
+    found = sorted((doc.get("kind"), doc.get("text")) for doc in memories.stream())
+    assert found == [("preference", "I'm vegan."), ("request", "We want to plan a trip to Lisbon in June.")]
+    assert response.json["memoriesWritten"] == len(list(db.collection("users/u1/memories").stream()))
+
+
+def test_assistant_messages_are_never_a_source(deliver: Deliver, paged: FlaskClient, db: firestore.Client) -> None:
+    conversation = Conversation(db, "u2")
+    conversation.append([SENTENCES[14], SENTENCES[15]])
+    assert sync(deliver, paged, conversation, "full").status_code == 200
+    assert list(db.collection("users/u2/preferences").stream()) == []
+    assert [doc.get("kind") for doc in db.collection("users/u2/memories").stream()] == []
+
+
+@pytest.mark.parametrize(
+    ("owner", "code"), [(None, "conversation_not_found"), ("someone-else", "conversation_forbidden")]
+)
+def test_unknown_or_foreign_conversations_are_rejected_with_no_memory_written(
+    deliver: Deliver, paged: FlaskClient, db: firestore.Client, owner: str | None, code: str
+) -> None:
+    if owner:
+        Conversation(db, owner, "c-x").append([SENTENCES[1]])
+    response = deliver(MEMORY, {"userId": "u1", "conversationId": "c-x", "syncType": "full"}, test_client=paged)
+    assert error_of(response)[:2] == (489, code)
+    assert list(db.collection("users").document("u1").collections()) == []
+    assert sorted(c.id for c in db.collections()) == sorted(
+        ["jobs", "jobTokens", *(["conversations"] if owner else [])]
+    )
+
+
+def test_duplicate_deliveries_change_nothing(deliver: Deliver, paged: FlaskClient, db: firestore.Client) -> None:
+    conversation = Conversation(db, "u3")
+    conversation.append(SENTENCES[:8])
+    message_id = new_message_id()
+    first = sync(deliver, paged, conversation, "incremental", message_id=message_id)
+    docs = {doc.reference.path: (doc.update_time, doc.to_dict()) for doc in db.collection_group("memories").stream()}
+    again = sync(deliver, paged, conversation, "incremental", message_id=message_id, retried=1)
+    assert again.json == {**(first.json or {}), "duplicate": True}
+    assert {
+        doc.reference.path: (doc.update_time, doc.to_dict()) for doc in db.collection_group("memories").stream()
+    } == docs
+
+
+def test_a_newer_statement_elsewhere_is_never_clobbered_and_an_older_one_never_resurrected(
+    deliver: Deliver, paged: FlaskClient, db: firestore.Client
+) -> None:
+    older = Conversation(db, "u4", "older", start=START)
+    older.append([("user", "I'm vegan."), ("user", "Book me an aisle seat.")])
+    newer = Conversation(db, "u4", "newer", start=START + timedelta(days=30))
+    newer.append([("user", "I'm not vegan any more."), ("user", "I prefer a window seat.")])
+    assert sync(deliver, paged, older, "incremental").status_code == 200
+    assert preference(db, "u4", "dietary") == ["vegan"] and preference(db, "u4", "seat") == "aisle"
+    assert sync(deliver, paged, newer, "incremental").status_code == 200
+    assert preference(db, "u4", "dietary") is None and preference(db, "u4", "seat") == "window"
+    assert sync(deliver, paged, older, "full").status_code == 200
+    assert preference(db, "u4", "dietary") is None and preference(db, "u4", "seat") == "window"
+    newer.append([("user", "Actually I'm vegan again.")])
+    assert sync(deliver, paged, newer, "full").status_code == 200
+    assert preference(db, "u4", "dietary") == ["vegan"]
+    assert db.collection("users/u4/preferences").document("dietary").get().get("sourceConversationId") == "newer"
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    batches=st.lists(st.lists(st.sampled_from(SENTENCES), min_size=0, max_size=5), min_size=1, max_size=4),
+)
+def test_any_incremental_history_equals_one_full_sync(
+    deliver: Deliver, paged: FlaskClient, db: firestore.Client, batches: list[list[tuple[str, str]]]
+) -> None:
+    """Messages appended between incremental syncs, in any batches, end in the state one
+    full sync of the whole conversation gives, in every field but updatedAt and syncType."""
+    user_id = f"u-{uuid.uuid4().hex[:8]}"
+    conversation = Conversation(db, user_id)
+    for batch in batches:
+        conversation.append(batch)
+        assert sync(deliver, paged, conversation, "incremental").status_code == 200
+    incremental = memory_state(db, user_id)
+    assert sync(deliver, paged, conversation, "full").status_code == 200
+    assert memory_state(db, user_id) == incremental
+    summary = incremental[f"conversationSummaries/{conversation.id}"]
+    assert summary["messageCount"] == conversation.count
+
+
+def test_racing_syncs_on_two_threads_apply_each_message_once(
+    deliver: Deliver, paged: FlaskClient, db: firestore.Client
+) -> None:
+    conversation = Conversation(db, "u5")
+    conversation.append(SENTENCES)
+    statuses: list[int] = []
+    barrier = threading.Barrier(2)
+
+    def run() -> None:
+        barrier.wait()
+        statuses.append(sync(deliver, paged, conversation, "incremental").status_code)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert statuses == [200, 200]
+    raced = memory_state(db, "u5")
+    assert raced[f"conversationSummaries/{conversation.id}"]["messageCount"] == len(SENTENCES)
+    assert sync(deliver, paged, conversation, "full").status_code == 200
+    assert memory_state(db, "u5") == raced
+
+
+def test_a_thousand_message_conversation(deliver: Deliver, client: FlaskClient, db: firestore.Client) -> None:
+    conversation = Conversation(db, "u6")
+    conversation.append([SENTENCES[n % len(SENTENCES)] for n in range(1000)])
+    response = sync(deliver, client, conversation, "incremental")
+    assert response.status_code == 200 and response.json is not None
+    assert response.json["processedMessages"] == 1000
+    assert response.json["cursor"]["messageId"] == "m00999"
+    summary = db.collection("users/u6/conversationSummaries").document(conversation.id).get().to_dict() or {}
+    assert summary["messageCount"] == 1000 and len(summary["summary"]) <= 1000 and len(summary["keywords"]) <= 20
+    again = sync(deliver, client, conversation, "incremental")
+    assert again.json is not None and again.json["processedMessages"] == 0
+
+
+def test_the_documented_memory_query_has_its_index(deliver: Deliver, paged: FlaskClient, db: firestore.Client) -> None:
+    """The query docs/memory-sync.md shows, run for real; its composite index declared."""
+    conversation = Conversation(db, "u7")
+    conversation.append([SENTENCES[0], SENTENCES[1], SENTENCES[10]])
+    assert sync(deliver, paged, conversation, "incremental").status_code == 200
+    query = (
+        db.collection("users")
+        .document("u7")
+        .collection("memories")
+        .where(filter=firestore.FieldFilter("kind", "==", "preference"))
+        .where(filter=firestore.FieldFilter("keywords", "array_contains_any", ["museums", "vegan", "lisbon"]))
+    )
+    assert sorted(doc.get("value") for doc in query.stream()) == ["hiking", "museums", "vegan"]
+    declared = json.loads((ROOT / "firestore.indexes.json").read_text())["indexes"]
+    fields = [[(f["fieldPath"], f.get("order") or f.get("arrayConfig")) for f in index["fields"]] for index in declared]
+    assert [("kind", "ASCENDING"), ("keywords", "CONTAINS")] in fields
+    assert "array_contains_any" in (ROOT / "docs" / "memory-sync.md").read_text()
