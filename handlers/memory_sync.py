@@ -62,7 +62,7 @@ class Message:
 
 @dataclass
 class Page:
-    """What one page transaction did."""
+    """What one page transaction did, or (summed with `add`) a whole sync."""
 
     processed: int = 0
     preferences: int = 0
@@ -70,15 +70,7 @@ class Page:
     cursor: dict[str, Any] | None = None
     done: bool = True
 
-
-@dataclass
-class Totals:
-    processed: int = 0
-    preferences: int = 0
-    memories: int = 0
-    cursor: dict[str, Any] | None = None
-
-    def add(self, page: Page) -> None:
+    def add(self, page: "Page") -> None:
         self.processed += page.processed
         self.preferences += page.preferences
         self.memories += page.memories
@@ -109,7 +101,7 @@ class Sync:
 def sync(payload: MemorySyncPayload, ctx: JobContext) -> JobResult:
     run = Sync(ctx, payload.userId, payload.conversationId, payload.syncType)
     check_conversation(run)
-    totals = Totals()
+    totals = Page()
     if payload.syncType == "full":
         run.forgotten = forget_conversation(run)
     while True:
