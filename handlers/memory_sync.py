@@ -20,7 +20,7 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 from google.cloud.firestore_v1.document import DocumentReference
 from google.cloud.firestore_v1.transaction import Transaction
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from qjobs.errors import PermanentJobError
 from qjobs.jobs import MAX_WRITES_PER_COMMIT, JobContext, JobResult, JobSpec, Write
@@ -50,6 +50,21 @@ class MemorySyncPayload(BaseModel):
     userId: SafeId
     conversationId: SafeId
     syncType: Literal["full", "incremental"]
+
+
+class Cursor(BaseModel):
+    createdAt: str = Field(description="RFC 3339 time of the last message applied")
+    messageId: str
+
+
+class MemorySyncResult(BaseModel):
+    """What a delivery answers (and the ledger keeps for duplicates)."""
+
+    syncType: Literal["full", "incremental"]
+    processedMessages: int
+    preferencesUpdated: int
+    memoriesWritten: int
+    cursor: Cursor | None
 
 
 @dataclass(frozen=True)
@@ -110,15 +125,14 @@ def sync(payload: MemorySyncPayload, ctx: JobContext) -> JobResult:
         totals.add(page)
         if page.done:
             break
-    return JobResult(
-        result={
-            "syncType": payload.syncType,
-            "processedMessages": totals.processed,
-            "preferencesUpdated": totals.preferences,
-            "memoriesWritten": totals.memories,
-            "cursor": cursor_json(totals.cursor),
-        }
+    result = MemorySyncResult(
+        syncType=payload.syncType,
+        processedMessages=totals.processed,
+        preferencesUpdated=totals.preferences,
+        memoriesWritten=totals.memories,
+        cursor=cursor_json(totals.cursor),
     )
+    return JobResult(result=result.model_dump())
 
 
 def check_conversation(run: Sync) -> None:
@@ -328,11 +342,11 @@ def summary_fields(run: Sync, state: SummaryState, cursor: dict[str, Any] | None
     }
 
 
-def cursor_json(cursor: dict[str, Any] | None) -> dict[str, Any] | None:
+def cursor_json(cursor: dict[str, Any] | None) -> Cursor | None:
     if cursor is None:
         return None
     created: datetime = cursor["createdAt"]
-    return {"createdAt": created.astimezone(UTC).isoformat().replace("+00:00", "Z"), "messageId": cursor["messageId"]}
+    return Cursor(createdAt=created.astimezone(UTC).isoformat().replace("+00:00", "Z"), messageId=cursor["messageId"])
 
 
-JOB = JobSpec(name="memory-sync", payload_model=MemorySyncPayload, run=sync)
+JOB = JobSpec(name="memory-sync", payload_model=MemorySyncPayload, result_model=MemorySyncResult, run=sync)

@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 
 from google.cloud import firestore
 from google.cloud.firestore_v1.document import DocumentReference
-from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 from pydantic_core import PydanticCustomError
 
 from qjobs.channels import SendResult
@@ -69,7 +69,11 @@ class NotifyCollaboratorsPayload(BaseModel):
 
     tripId: SafeId
     event: Event
-    collaboratorIds: Annotated[list[SafeId], AfterValidator(_distinct_collaborators)]
+    collaboratorIds: Annotated[
+        list[SafeId],
+        AfterValidator(_distinct_collaborators),
+        Field(json_schema_extra={"minItems": 1, "description": "1-100 distinct ids; duplicates are removed first"}),
+    ]
     message: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
     actorId: SafeId | None = None
     idempotencyKey: Annotated[str, StringConstraints(min_length=8, max_length=200)] | None = None
@@ -352,22 +356,45 @@ def webhook_body(event: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+class EmailCounts(BaseModel):
+    sent: int
+    failed: int
+    skipped: int
+
+
+class NotifyCollaboratorsResult(BaseModel):
+    """What a delivery answers (and the ledger keeps for duplicates)."""
+
+    notified: int = Field(description="inbox entries written or already present")
+    skipped: int = Field(description="collaborators left out: the actor, and those who muted the trip or event")
+    email: EmailCounts | Literal["disabled"]
+    webhook: Literal["sent", "failed", "disabled"]
+
+
 def summary(plan: Plan, channels: Channels) -> dict[str, Any]:
-    email: dict[str, int] | str = "disabled"
+    email: EmailCounts | Literal["disabled"] = "disabled"
     if channels.email is not None:
         statuses = [email_state(recipient).get("status") for recipient in plan.recipients]
-        email = {name: statuses.count(name) for name in ("sent", "failed", "skipped")}
-    return {
-        "notified": len(plan.recipients),
-        "skipped": int(plan.event.get("skipped", 0)),
-        "email": email,
-        "webhook": webhook_summary(plan.event["webhook"]["status"]) if channels.webhook else "disabled",
-    }
+        email = EmailCounts(
+            sent=statuses.count("sent"), failed=statuses.count("failed"), skipped=statuses.count("skipped")
+        )
+    result = NotifyCollaboratorsResult(
+        notified=len(plan.recipients),
+        skipped=int(plan.event.get("skipped", 0)),
+        email=email,
+        webhook=webhook_summary(plan.event["webhook"]["status"]) if channels.webhook else "disabled",
+    )
+    return result.model_dump()
 
 
-def webhook_summary(status: str) -> str:
+def webhook_summary(status: str) -> Literal["sent", "failed", "disabled"]:
     """An event first processed while the webhook was off keeps it off (`skipped`)."""
-    return status if status in ("sent", "failed") else "disabled"
+    return "sent" if status == "sent" else "failed" if status == "failed" else "disabled"
 
 
-JOB = JobSpec(name="notify-collaborators", payload_model=NotifyCollaboratorsPayload, run=notify)
+JOB = JobSpec(
+    name="notify-collaborators",
+    payload_model=NotifyCollaboratorsPayload,
+    result_model=NotifyCollaboratorsResult,
+    run=notify,
+)

@@ -85,4 +85,6 @@ class JobContext:
 class JobSpec(Generic[PayloadT]):
     name: str
     payload_model: type[PayloadT]
+    result_model: type[BaseModel]
+    """The shape of `JobResult.result`, published in docs/openapi.yaml."""
     run: Callable[[PayloadT, JobContext], JobResult]

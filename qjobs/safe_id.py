@@ -7,7 +7,7 @@ alphabet also keeps ids readable in logs and URLs.
 import re
 from typing import Annotated
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, WithJsonSchema
 
 SAFE_ID_MAX_LENGTH = 128
 _SAFE_ID = re.compile(r"[A-Za-z0-9_\-.:@]{1,128}")
@@ -24,5 +24,12 @@ def _check_safe_id(value: str) -> str:
     return value
 
 
-SafeId = Annotated[str, AfterValidator(_check_safe_id)]
+SAFE_ID_PATTERN = r"^(?!\.)(?!__.*__$)[A-Za-z0-9_\-.:@]{1,128}$"
+"""The same rule as a JSON-schema (ECMA) pattern, for the published contract."""
+
+SafeId = Annotated[
+    str,
+    AfterValidator(_check_safe_id),
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": SAFE_ID_MAX_LENGTH, "pattern": SAFE_ID_PATTERN}),
+]
 """A pydantic field type for ids used as Firestore document ids."""

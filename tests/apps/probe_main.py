@@ -42,6 +42,11 @@ def probe(payload: ProbePayload, ctx: JobContext) -> JobResult:
     return JobResult(result=result, writes=[Write(counter, {"runs": firestore.Increment(1)}, merge=True)])
 
 
-PROBE = JobSpec(name="probe", payload_model=ProbePayload, run=probe)
+class ProbeResult(BaseModel):
+    marker: str
+    attempt: int
+
+
+PROBE = JobSpec(name="probe", payload_model=ProbePayload, result_model=ProbeResult, run=probe)
 
 jobs = functions_framework.http(build_entry_point({**ROUTES, PROBE_PATH: PROBE}))
