@@ -88,6 +88,11 @@ class ClaimLost(Exception):
     """Another attempt took the message over: this attempt's writes were refused."""
 
 
+def token_doc_id(jti: str) -> str:
+    """Token ids are the issuer's text, not safe ids: their hash is."""
+    return hashlib.sha256(jti.encode()).hexdigest()
+
+
 def body_sha256(body: bytes) -> str:
     return hashlib.sha256(body).hexdigest()
 
@@ -140,7 +145,7 @@ class Ledger:
         return self.db.collection(self.collection).document(message_id)
 
     def token_ref(self, jti: str) -> DocumentReference:
-        return self.db.collection(self.token_collection).document(hashlib.sha256(jti.encode()).hexdigest())
+        return self.db.collection(self.token_collection).document(token_doc_id(jti))
 
     def answer_if_finished(self, delivery: Delivery) -> None:
         """One plain read: most duplicates are copies of a finished message."""
