@@ -24,6 +24,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check $(SOURCES)
 	$(BIN)/ruff format --check $(SOURCES)
 	$(BIN)/mypy
+	$(BIN)/hadolint Dockerfile
 
 pytest: $(STAMP)
 	$(BIN)/python -m pytest

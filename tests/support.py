@@ -116,10 +116,20 @@ class Server:
             return self.process.wait(timeout=10)
 
 
-def start_server(env: Mapping[str, str], log_path: Path, *, source: Path = MAIN) -> Server:
-    """Start the service the way `make run` does: PUBLIC_BASE_URL is its own local URL."""
+def start_server(
+    env: Mapping[str, str], log_path: Path, *, source: Path = MAIN, command: list[str] | None = None
+) -> Server:
+    """Start the service the way `make run` does (or with `command`, which must read PORT):
+    PUBLIC_BASE_URL is its own local URL."""
     port = free_port()
-    argv = [sys.executable, "-m", "functions_framework", "--target=jobs", f"--source={source}", f"--port={port}"]
+    argv = command or [
+        sys.executable,
+        "-m",
+        "functions_framework",
+        "--target=jobs",
+        f"--source={source}",
+        f"--port={port}",
+    ]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             argv,

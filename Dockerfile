@@ -1,0 +1,25 @@
+# The job service for Cloud Run. Same Python minor version as development and CI.
+FROM python:3.11-slim
+
+# WORKERS x THREADS is how many deliveries one instance runs at once: keep it equal to
+# the Cloud Run service's --concurrency (cloudbuild.yaml). Cloud Run sets PORT.
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    WORKERS=1 \
+    THREADS=8
+
+WORKDIR /app
+
+# Dependencies first, so that a source change reuses the installed layer.
+COPY requirements.txt ./
+RUN pip install --no-cache-dir --requirement requirements.txt
+
+COPY main.py ./
+COPY handlers/ handlers/
+COPY qjobs/ qjobs/
+
+RUN useradd --system --uid 10001 --no-create-home app
+USER 10001
+
+CMD ["functions-framework", "--target=jobs", "--source=main.py"]
