@@ -5,9 +5,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-SOURCES := main.py handlers qjobs tests
+SOURCES := main.py handlers qjobs tests bench
 
-.PHONY: run test lint pytest lock clean
+.PHONY: run test lint pytest bench lock clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] < (3, 11) and "Python 3.11+ is required")'
@@ -28,6 +28,10 @@ lint: $(STAMP)
 
 pytest: $(STAMP)
 	$(BIN)/python -m pytest
+
+# Latency, throughput and memory figures of the real service on the emulator (prints, never asserts).
+bench: $(STAMP)
+	$(BIN)/python -m bench.deliveries
 
 # Re-pin every package from requirements.in / requirements-dev.in in a clean environment;
 # dev packages are resolved against the runtime pins, so the two files never disagree.
