@@ -17,6 +17,8 @@ DEV_KEYS = {
     "QSTASH_NEXT_SIGNING_KEY": "sig_5ZB6DVzB1wjE8S6rZ7eenA8Pdnhs",
 }
 LOCAL_PROJECT = "local-project"
+EMULATOR_HOST_FILE = ".emulator/host"
+"""Where `make run` leaves its emulator's address, for the other local tools."""
 
 
 def service_environment(port: int, emulator_host: str) -> dict[str, str]:
@@ -39,6 +41,9 @@ Firestore: emulator at {emulator_host}, project {LOCAL_PROJECT}
 Send a job from another terminal:
   .venv/bin/python -m qjobs.sign {base}/api/jobs/notify-collaborators \\
     '{{"tripId":"trip-1","event":"trip_updated","collaboratorIds":["u1","u2"],"message":"Dates moved"}}'
+  .venv/bin/python -m qjobs.devtools.seed      # a sample conversation c1 of user u1
+  .venv/bin/python -m qjobs.sign {base}/api/jobs/memory-sync \\
+    '{{"userId":"u1","conversationId":"c1","syncType":"incremental"}}'
 Press Ctrl-C to stop both.
 """
 
@@ -51,6 +56,7 @@ def main() -> int:
     except EmulatorError as error:
         print(f"make run: {error}", file=sys.stderr)
         return 1
+    Path(EMULATOR_HOST_FILE).write_text(emulator.host)
     server = subprocess.Popen(
         [
             sys.executable,
@@ -77,6 +83,7 @@ def main() -> int:
         return 0
     finally:
         emulator.stop()
+        Path(EMULATOR_HOST_FILE).unlink(missing_ok=True)
 
 
 if __name__ == "__main__":
