@@ -252,7 +252,6 @@ def statement_memory(conversation_id: str, message: Message, position: int, stat
         message_id=message.id,
         position=position,
     )
-    value_words = statement.value.replace("_", " ") if isinstance(statement.value, str) else ""
     data = {
         "kind": "preference",
         "category": statement.category,
@@ -260,9 +259,7 @@ def statement_memory(conversation_id: str, message: Message, position: int, stat
         "value": statement.value,
         "confidence": statement.confidence,
         "text": statement.text,
-        "keywords": list(
-            dict.fromkeys([statement.category.lower(), *keywords_of(value_words), *keywords_of(statement.text)])
-        )[:15],
+        "keywords": preference_keywords(statement),
         "conversationId": conversation_id,
         "messageId": message.id,
         "statedAt": message.created_at,
@@ -270,6 +267,17 @@ def statement_memory(conversation_id: str, message: Message, position: int, stat
     }
     key = f"preference\x00{conversation_id}\x00{message.id}\x00{position}"
     return Memory(hashlib.sha256(key.encode()).hexdigest()[:40], data, stored)
+
+
+def preference_keywords(statement: Statement) -> list[str]:
+    """The category and the value, not the rest of the sentence: a search for "vegan"
+    should find the statement about being vegan, not every statement said next to it."""
+    value = statement.value
+    parts = [str(part) for part in value.values()] if isinstance(value, dict) else [str(value)]
+    words = [statement.category.lower()]
+    for part in parts:
+        words += [part.lower(), *part.lower().split("_")]
+    return list(dict.fromkeys(word for word in words if word))
 
 
 def note_memory(conversation_id: str, message: Message, note: Note) -> Memory:
