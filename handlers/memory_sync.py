@@ -73,6 +73,9 @@ class Message:
     role: str
     content: str
     created_at: datetime
+    sort_value: Any
+    """`createdAt` exactly as stored: the cursor must reproduce Firestore's ordering even
+    for a message whose `createdAt` is not a timestamp."""
 
 
 @dataclass
@@ -177,7 +180,7 @@ def build_page(transaction: Transaction, run: Sync) -> tuple[list[Write], Page]:
     fresh = {memory.id: memory.statement for memory in memories if memory.statement is not None}
     touched = {statement.category for statement in fresh.values()} | run.forgotten
     preference_writes, changed = rederive_writes(transaction, run, touched, fresh)
-    new_cursor = {"createdAt": page[-1].created_at, "messageId": page[-1].id} if page else cursor
+    new_cursor = {"createdAt": page[-1].sort_value, "messageId": page[-1].id} if page else cursor
     writes = [*memory_writes, *preference_writes, Write(run.summary, summary_fields(run, state, new_cursor))]
     done = len(page) == len(fetched) and len(fetched) < run.ctx.settings.memory_sync_page_size
     return writes, Page(len(page), changed, len(memory_writes), new_cursor, done)
@@ -198,12 +201,15 @@ def read_messages(transaction: Transaction, run: Sync, cursor: dict[str, Any] | 
 
 
 def message_of(message_id: str, data: dict[str, Any]) -> Message:
-    content = data.get("content")
+    """A stored message, read defensively: a malformed one is applied as well as it can
+    be rather than failing every retry of the sync."""
+    content, created = data.get("content"), data.get("createdAt")
     return Message(
         id=message_id,
         role=str(data.get("role", "")),
         content=content if isinstance(content, str) else "",
-        created_at=data.get("createdAt") or datetime.fromtimestamp(0, UTC),
+        created_at=created if isinstance(created, datetime) else datetime.fromtimestamp(0, UTC),
+        sort_value=created,
     )
 
 
@@ -342,7 +348,7 @@ def summary_fields(run: Sync, state: SummaryState, cursor: dict[str, Any] | None
         "summary": summary_text(state),
         "keywords": keywords(state),
         "messageCount": state.message_count,
-        "lastMessageAt": cursor["createdAt"] if cursor else None,
+        "lastMessageAt": cursor["createdAt"] if cursor and isinstance(cursor["createdAt"], datetime) else None,
         "cursor": cursor,
         "syncType": run.sync_type,
         "updatedAt": firestore.SERVER_TIMESTAMP,
@@ -353,8 +359,9 @@ def summary_fields(run: Sync, state: SummaryState, cursor: dict[str, Any] | None
 def cursor_json(cursor: dict[str, Any] | None) -> Cursor | None:
     if cursor is None:
         return None
-    created: datetime = cursor["createdAt"]
-    return Cursor(createdAt=created.astimezone(UTC).isoformat().replace("+00:00", "Z"), messageId=cursor["messageId"])
+    created = cursor["createdAt"]
+    text = created.astimezone(UTC).isoformat().replace("+00:00", "Z") if isinstance(created, datetime) else str(created)
+    return Cursor(createdAt=text, messageId=cursor["messageId"])
 
 
 JOB = JobSpec(name="memory-sync", payload_model=MemorySyncPayload, result_model=MemorySyncResult, run=sync)

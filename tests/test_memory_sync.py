@@ -249,3 +249,24 @@ def test_the_documented_memory_query_has_its_index(deliver: Deliver, paged: Flas
     fields = [[(f["fieldPath"], f.get("order") or f.get("arrayConfig")) for f in index["fields"]] for index in declared]
     assert [("kind", "ASCENDING"), ("keywords", "CONTAINS")] in fields
     assert "array_contains_any" in (ROOT / "docs" / "memory-sync.md").read_text()
+
+
+def test_malformed_messages_are_applied_without_stalling_the_cursor(
+    deliver: Deliver, paged: FlaskClient, db: firestore.Client
+) -> None:
+    conversation = Conversation(db, "u8")
+    conversation.append([SENTENCES[1], SENTENCES[4]])
+    messages = db.collection("conversations", conversation.id, "messages")
+    messages.document("x-odd-1").set({"role": "user", "content": 42, "createdAt": "yesterday"})
+    messages.document("x-odd-2").set({"role": None, "content": "I'm vegan", "createdAt": "yesterday"})
+    messages.document("x-odd-3").set({"role": "user", "content": "I prefer a window seat.", "createdAt": "zzz"})
+    response = sync(deliver, paged, conversation, "incremental")
+    assert response.status_code == 200 and response.json is not None
+    assert response.json["processedMessages"] == 5
+    assert response.json["cursor"] == {"createdAt": "zzz", "messageId": "x-odd-3"}
+    memories = [doc.to_dict() or {} for doc in db.collection("users/u8/memories").stream()]
+    statements = {memory["value"]: memory["statedAt"] for memory in memories if memory["kind"] == "preference"}
+    assert statements["window"] == datetime.fromtimestamp(0, UTC), "no usable time: the oldest, never the newest"
+    assert preference(db, "u8", "seat") == "aisle"
+    again = sync(deliver, paged, conversation, "incremental")
+    assert again.json is not None and again.json["processedMessages"] == 0
