@@ -21,9 +21,10 @@ from pathlib import Path
 
 from google.cloud import firestore
 
+from qjobs.config import DEV_CURRENT_SIGNING_KEY
 from qjobs.devtools.emulator import Emulator, free_port, start_emulator
 from qjobs.devtools.run_local import DEV_KEYS
-from qjobs.sign import DEV_CURRENT_KEY, build_request, send
+from qjobs.sign import build_request, send
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = "bench-project"
@@ -62,7 +63,7 @@ def start_service(emulator: Emulator) -> tuple[subprocess.Popen[bytes], str]:
 
 def deliver(url: str, payload: Mapping[str, object], message_id: str | None = None) -> tuple[int, float]:
     body = json.dumps(payload).encode()
-    request = build_request(url, body, key=DEV_CURRENT_KEY, message_id=message_id or f"msg_{uuid.uuid4().hex}")
+    request = build_request(url, body, key=DEV_CURRENT_SIGNING_KEY, message_id=message_id or f"msg_{uuid.uuid4().hex}")
     started = time.perf_counter()
     status, _ = send(request, timeout=120)
     return status, (time.perf_counter() - started) * 1000

@@ -13,7 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from qjobs.channels.email import SmtpServer, parse_smtp_url
 from qjobs.channels.webhook import valid_secret
 
-DEV_SIGNING_KEYS = frozenset({"sig_7kYjw48mhY7kAjqNGcy6cr29RJ6r", "sig_5ZB6DVzB1wjE8S6rZ7eenA8Pdnhs"})
+DEV_CURRENT_SIGNING_KEY = "sig_7kYjw48mhY7kAjqNGcy6cr29RJ6r"
+DEV_NEXT_SIGNING_KEY = "sig_5ZB6DVzB1wjE8S6rZ7eenA8Pdnhs"
+DEV_SIGNING_KEYS = frozenset({DEV_CURRENT_SIGNING_KEY, DEV_NEXT_SIGNING_KEY})
 """Upstash's published local-development keys: anyone can sign with them."""
 
 _REGION_KEY = re.compile(r"([A-Z0-9]+(?:_[A-Z0-9]+)*)_QSTASH_(CURRENT|NEXT)_SIGNING_KEY")

@@ -13,9 +13,8 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+from qjobs.config import DEV_CURRENT_SIGNING_KEY
 from qjobs.signature import sign
-
-DEV_CURRENT_KEY = "sig_7kYjw48mhY7kAjqNGcy6cr29RJ6r"
 
 
 def read_body(argument: str) -> bytes:
@@ -51,7 +50,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m qjobs.sign", description=__doc__.splitlines()[0])
     parser.add_argument("url", help="the job's URL, e.g. http://127.0.0.1:8080/api/jobs/memory-sync")
     parser.add_argument("body", help="JSON text, @file, or - for standard input")
-    parser.add_argument("--key", default=os.environ.get("QSTASH_CURRENT_SIGNING_KEY") or DEV_CURRENT_KEY)
+    parser.add_argument("--key", default=os.environ.get("QSTASH_CURRENT_SIGNING_KEY") or DEV_CURRENT_SIGNING_KEY)
     parser.add_argument("--message-id", default=None, help="default: a fresh msg_... id")
     parser.add_argument("--retried", type=int, default=0, help="the Upstash-Retried header")
     parser.add_argument("--signed-url", default=None, help="the URL to sign, when not the one sent to")

@@ -12,7 +12,7 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from tests.support import free_port
+from qjobs.devtools.emulator import free_port
 
 
 @dataclass

@@ -4,19 +4,19 @@ import base64
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 from werkzeug.test import TestResponse
 
+from qjobs.devtools.emulator import free_port
 from qjobs.signature import sign
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,6 +66,19 @@ def qstash_headers(
     }
 
 
+ResponseT = TypeVar("ResponseT", TestResponse, requests.Response)
+
+
+def retrying_409(send: Callable[[], ResponseT], attempts: int = 40) -> ResponseT:
+    """Deliver as QStash does: a 409 (message busy or contended) is retried a little later."""
+    for _ in range(attempts - 1):
+        response = send()
+        if response.status_code != 409:
+            return response
+        time.sleep(0.1)
+    return send()
+
+
 def unsigned_token(claims: Mapping[str, Any]) -> str:
     """An `alg: none` token: it carries claims but no signature."""
 
@@ -83,12 +96,6 @@ def error_of(response: TestResponse | requests.Response) -> tuple[int, str, str 
     details = body.get("details") or [{}]
     status = response.status_code
     return status, body["error"], details[0].get("code")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -3,7 +3,6 @@ behaviour each payload chooses (tests/apps/probe_main.py)."""
 
 import sys
 import threading
-import time
 from typing import Any
 
 import pytest
@@ -12,7 +11,7 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from tests.conftest import AppFactory, Deliver
-from tests.support import PROBE, PROBE_MAIN, error_of, new_message_id
+from tests.support import PROBE, PROBE_MAIN, error_of, new_message_id, retrying_409
 
 
 @pytest.fixture
@@ -112,14 +111,8 @@ def test_concurrent_copies_on_threads_run_once(deliver: Deliver, make_client: Ap
     answers: list[Any] = []
 
     def copy() -> None:
-        """Deliver as QStash does: a 409 is retried a little later."""
         barrier.wait()
-        for _ in range(40):
-            response = deliver(PROBE, payload, message_id=message_id, test_client=client)
-            if response.status_code != 409:
-                break
-            time.sleep(0.1)
-        answers.append(response)
+        answers.append(retrying_409(lambda: deliver(PROBE, payload, message_id=message_id, test_client=client)))
 
     threads = [threading.Thread(target=copy) for _ in range(4)]
     for thread in threads:

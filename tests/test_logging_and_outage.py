@@ -7,8 +7,9 @@ import time
 import pytest
 from google.cloud import firestore
 
+from qjobs.devtools.emulator import free_port
 from tests.conftest import AppFactory
-from tests.support import NOTIFY, NOTIFY_PAYLOAD, PROBE, PROBE_MAIN, encode, error_of, free_port, qstash_headers
+from tests.support import NOTIFY, NOTIFY_PAYLOAD, PROBE, PROBE_MAIN, encode, error_of, qstash_headers
 
 TRACE_ID = "105445aa7843bc8bf206b12000100000"
 

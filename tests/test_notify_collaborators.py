@@ -10,9 +10,10 @@ from google.cloud import firestore
 from standardwebhooks import Webhook
 
 from handlers.notify_collaborators import doc_id
+from qjobs.devtools.emulator import free_port
 from tests.conftest import AppFactory, Deliver
 from tests.receivers import SmtpServer, WebhookReceiver, start_smtp
-from tests.support import NOTIFY, error_of, free_port, new_message_id
+from tests.support import NOTIFY, error_of, new_message_id
 
 WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 SENDER = "Trips <notifications@trips.example.test>"

@@ -27,6 +27,7 @@ from tests.support import (
     encode,
     new_message_id,
     qstash_headers,
+    retrying_409,
     start_server,
 )
 
@@ -86,14 +87,8 @@ def test_copies_of_one_message_on_two_server_processes_run_once(
     barrier = threading.Barrier(6)
 
     def copy(server: Server) -> None:
-        """Deliver as QStash does: a 409 is retried a little later."""
         barrier.wait()
-        for _ in range(40):
-            response = post(server, PROBE, payload, message_id=message_id)
-            if response.status_code != 409:
-                break
-            time.sleep(0.1)
-        answers.append(response)
+        answers.append(retrying_409(lambda: post(server, PROBE, payload, message_id=message_id)))
 
     threads = [threading.Thread(target=copy, args=(servers[n % 2],)) for n in range(6)]
     for thread in threads:

@@ -10,11 +10,12 @@ import sys
 from pathlib import Path
 from types import FrameType
 
+from qjobs.config import DEV_CURRENT_SIGNING_KEY, DEV_NEXT_SIGNING_KEY
 from qjobs.devtools.emulator import EmulatorError, start_emulator
 
 DEV_KEYS = {
-    "QSTASH_CURRENT_SIGNING_KEY": "sig_7kYjw48mhY7kAjqNGcy6cr29RJ6r",
-    "QSTASH_NEXT_SIGNING_KEY": "sig_5ZB6DVzB1wjE8S6rZ7eenA8Pdnhs",
+    "QSTASH_CURRENT_SIGNING_KEY": DEV_CURRENT_SIGNING_KEY,
+    "QSTASH_NEXT_SIGNING_KEY": DEV_NEXT_SIGNING_KEY,
 }
 LOCAL_PROJECT = "local-project"
 EMULATOR_HOST_FILE = ".emulator/host"

@@ -83,7 +83,6 @@ class Note:
 @dataclass
 class SummaryState:
     message_count: int = 0
-    last_message_at: str | None = None
     first_sentence: Note | None = None
     request: Note | None = None
     decisions: list[Note] = field(default_factory=list)
@@ -137,7 +136,6 @@ def notes_of(content: str, message_id: str, stated_at: str, has_request: bool) -
 def apply_message(state: SummaryState, role: str, content: str, message_id: str, stated_at: str) -> list[Note]:
     """Fold one message into the state; returns the notes it added (for the memory index)."""
     state.message_count += 1
-    state.last_message_at = stated_at
     if role != "user":
         return []
     sentences = split_sentences(content)
