@@ -125,6 +125,8 @@ def sync(payload: MemorySyncPayload, ctx: JobContext) -> JobResult:
     while True:
         page = ctx.transact_page(lambda transaction: build_page(transaction, run))
         run.forgotten = set()
+        if not page.done and page.cursor == totals.cursor:
+            raise RuntimeError("a page left the cursor where it was: stopping rather than paging forever")
         totals.add(page)
         if page.done:
             break

@@ -160,7 +160,6 @@ class Pipeline:
     ) -> flask.Response:
         try:
             result = self._run_job(job, payload, ledger, claim, record)
-            ledger.succeed(claim, result.writes, result.result)
         except ClaimLost:
             record.outcome = "claim_lost"
             raise ApiError(
@@ -172,9 +171,11 @@ class Pipeline:
     def _run_job(
         self, job: JobSpec[Any], payload: BaseModel, ledger: Ledger, claim: Claim, record: DeliveryLog
     ) -> JobResult:
-        """Run the job; a failure is recorded in the ledger before it is raised."""
+        """Run the job and commit its writes with the success mark; a failure of either is
+        recorded in the ledger before it is raised, so QStash's retry can claim at once."""
         try:
-            return job.run(payload, self._context(ledger, claim))
+            result = job.run(payload, self._context(ledger, claim))
+            ledger.succeed(claim, result.writes, result.result)
         except PermanentJobError as error:
             ledger.reject(claim, error.code, error.message)
             record.outcome, record.error = "rejected", error.code
@@ -185,6 +186,7 @@ class Pipeline:
             record.outcome = "failed"
             record_failure(ledger, claim, error)
             raise
+        return result
 
     def _context(self, ledger: Ledger, claim: Claim) -> JobContext:
         def commit_page(writes: list[Write]) -> None:
