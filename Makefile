@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SOURCES := main.py handlers qjobs tests bench
 
-.PHONY: run test lint pytest bench lock clean
+.PHONY: run test lint pytest bench mutants lock clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] < (3, 11) and "Python 3.11+ is required")'
@@ -32,6 +32,11 @@ pytest: $(STAMP)
 # Latency, throughput and memory figures of the real service on the emulator (prints, never asserts).
 bench: $(STAMP)
 	$(BIN)/python -m bench.deliveries
+
+# Each deliberate bug of tests/mutants/catalogue.json in a scratch copy, and whether a test catches it
+# (minutes; not part of `make test`). `make mutants NAMES="6-iat-unchecked"` runs some of them.
+mutants: $(STAMP)
+	$(BIN)/python -m tests.mutants $(NAMES)
 
 # Re-pin every package from requirements.in / requirements-dev.in in a clean environment;
 # dev packages are resolved against the runtime pins, so the two files never disagree.

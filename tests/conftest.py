@@ -11,10 +11,17 @@ import pytest
 from flask.testing import FlaskClient
 from functions_framework import create_app
 from google.cloud import firestore
+from hypothesis import settings
 from werkzeug.test import TestResponse
 
 from qjobs.devtools.emulator import Emulator, start_emulator
 from tests.support import CURRENT_KEY, MAIN, NEXT_KEY, PROJECT, PUBLIC_BASE_URL, encode, qstash_headers
+
+settings.register_profile("dev", print_blob=True)
+settings.register_profile("ci", derandomize=True, print_blob=True, database=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
+"""Property tests explore afresh on a developer's machine (a failure prints the blob that
+reproduces it) and run the same examples every time in CI (`.ci/run` sets CI)."""
 
 SERVICE_VARIABLES = (
     "K_SERVICE",

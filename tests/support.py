@@ -6,9 +6,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -69,6 +71,47 @@ def qstash_headers(
 ResponseT = TypeVar("ResponseT", TestResponse, requests.Response)
 
 
+WAIT_SECONDS = 15
+"""How long a test waits for anything to happen: every wait in the suite is bounded."""
+
+
+def wait_until(condition: Callable[[], object], what: str, timeout: float = WAIT_SECONDS) -> None:
+    """Poll `condition` until it is true; fail the test (naming `what`) once `timeout` has passed."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: still not the case after {timeout:.0f}s")
+        time.sleep(0.02)
+
+
+ValueT = TypeVar("ValueT")
+
+
+def in_background(function: Callable[[], ValueT]) -> "Future[ValueT]":
+    """Run `function` on a thread of its own; `.result(timeout)` bounds the wait for it."""
+    executor = ThreadPoolExecutor(max_workers=1)
+    future = executor.submit(function)
+    executor.shutdown(wait=False)
+    return future
+
+
+def all_at_once(functions: Sequence[Callable[[], ValueT]], timeout: float = 60) -> list[ValueT]:
+    """Start every function at the same moment, each on its own thread, and return their
+    results in order; a function still running after `timeout` fails the test."""
+    barrier = threading.Barrier(len(functions))
+
+    def started_together(function: Callable[[], ValueT]) -> ValueT:
+        barrier.wait(timeout=timeout)
+        return function()
+
+    executor = ThreadPoolExecutor(max_workers=len(functions))
+    try:
+        futures = [executor.submit(started_together, function) for function in functions]
+        return [future.result(timeout=timeout) for future in futures]
+    finally:
+        executor.shutdown(wait=False, cancel_futures=True)
+
+
 def retrying_409(send: Callable[[], ResponseT], attempts: int = 40) -> ResponseT:
     """Deliver as QStash does: a 409 (message busy or contended) is retried a little later."""
     for _ in range(attempts - 1):
@@ -77,6 +120,12 @@ def retrying_409(send: Callable[[], ResponseT], attempts: int = 40) -> ResponseT
             return response
         time.sleep(0.1)
     return send()
+
+
+def delivery_log_lines(output: str) -> list[dict[str, Any]]:
+    """The one-per-delivery structured log lines in a process's output."""
+    lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    return [line for line in lines if line.get("event") == "job_delivery"]
 
 
 def unsigned_token(claims: Mapping[str, Any]) -> str:

@@ -1,4 +1,5 @@
-"""Every row of the order of checks, through the app functions-framework builds."""
+"""Every refusal in the order of checks, through the app functions-framework builds (the
+rows that run a job are tested with each job and in tests/test_delivery.py)."""
 
 import json
 
@@ -7,7 +8,7 @@ from flask.testing import FlaskClient
 from google.cloud import firestore
 
 from tests.conftest import AppFactory, Deliver
-from tests.support import CHANNELS_OFF, MEMORY, NOTIFY, NOTIFY_PAYLOAD, encode, error_of, new_message_id, qstash_headers
+from tests.support import NOTIFY, NOTIFY_PAYLOAD, encode, error_of, new_message_id, qstash_headers
 
 
 def collections_of(db: firestore.Client) -> list[str]:
@@ -92,29 +93,6 @@ def test_schema_violation_lists_each_field(deliver: Deliver, db: firestore.Clien
         "message": "string_too_short",
     }
     assert collections_of(db) == []
-
-
-def test_valid_delivery_runs_the_job(deliver: Deliver, db: firestore.Client) -> None:
-    message_id = new_message_id()
-    response = deliver(NOTIFY, NOTIFY_PAYLOAD, message_id=message_id)
-    assert response.status_code == 200
-    assert response.json == {"ok": True, "messageId": message_id, "duplicate": False, "notified": 2, **CHANNELS_OFF}
-    entry = db.collection("jobs").document(message_id).get().to_dict()
-    assert entry is not None
-    assert entry["status"] == "succeeded" and entry["attempts"] == 1 and entry["job"] == "notify-collaborators"
-    assert len(list(db.collection("users").document("u1").collection("notifications").stream())) == 1
-
-
-def test_permanent_job_error_is_489_and_leaves_only_the_ledger(deliver: Deliver, db: firestore.Client) -> None:
-    message_id = new_message_id()
-    payload = {"userId": "u1", "conversationId": "missing", "syncType": "full"}
-    response = deliver(MEMORY, payload, message_id=message_id)
-    assert error_of(response)[:2] == (489, "conversation_not_found")
-    assert response.headers["Upstash-NonRetryable-Error"] == "true"
-    assert sorted(collections_of(db)) == ["jobTokens", "jobs"]
-    assert db.collection("jobs").document(message_id).get().get("status") == "rejected"
-    again = deliver(MEMORY, payload, message_id=message_id, retried=1)
-    assert error_of(again)[:2] == (489, "conversation_not_found")
 
 
 def test_health_refuses_other_methods(client: FlaskClient) -> None:

@@ -13,7 +13,7 @@ import requests
 import schemathesis
 import yaml
 from google.cloud import firestore
-from hypothesis import HealthCheck, settings
+from hypothesis import settings
 from openapi_spec_validator import validate
 from schemathesis.checks import (
     content_type_conformance,
@@ -96,7 +96,7 @@ def ledger_state(db: firestore.Client, message_id: Any) -> Any:
 
 
 @SCHEMA.parametrize()
-@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=40, deadline=None)
 def test_the_live_server_honours_the_contract(case: schemathesis.Case[Any], live_server: Server) -> None:
     db = firestore.Client(project=PROJECT)
     signer = QStashSigner(live_server.url)

@@ -2,16 +2,29 @@
 behaviour each payload chooses (tests/apps/probe_main.py)."""
 
 import sys
-import threading
+import time
 from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
+from google.api_core import exceptions
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
+from google.cloud.firestore_v1.transaction import Transaction
 
 from tests.conftest import AppFactory, Deliver
-from tests.support import PROBE, PROBE_MAIN, error_of, new_message_id, retrying_409
+from tests.support import (
+    NOTIFY,
+    NOTIFY_PAYLOAD,
+    PROBE,
+    PROBE_MAIN,
+    all_at_once,
+    error_of,
+    in_background,
+    new_message_id,
+    retrying_409,
+    wait_until,
+)
 
 
 @pytest.fixture
@@ -58,18 +71,46 @@ def test_a_message_being_processed_is_answered_409_with_retry_after(
 ) -> None:
     message_id = new_message_id()
     payload = {"marker": "busy", "mode": "sleep", "seconds": 1.5}
-    answers: list[Any] = []
-    slow = threading.Thread(
-        target=lambda: answers.append(deliver(PROBE, payload, message_id=message_id, test_client=probe_client))
-    )
-    slow.start()
-    while not db.collection("jobs").document(message_id).get().exists:
-        threading.Event().wait(0.02)
+    slow = in_background(lambda: deliver(PROBE, payload, message_id=message_id, test_client=probe_client))
+    wait_until(lambda: db.collection("jobs").document(message_id).get().exists, "the first copy claimed")
     busy = deliver(PROBE, payload, message_id=message_id, test_client=probe_client)
-    slow.join()
     assert error_of(busy)[:2] == (409, "in_progress")
     assert 1 <= int(busy.headers["Retry-After"]) <= 300
-    assert answers[0].status_code == 200 and runs(db, "busy") == 1
+    assert slow.result(timeout=30).status_code == 200 and runs(db, "busy") == 1
+
+
+@pytest.mark.parametrize("contended", ["read", "commit"])
+def test_a_contended_claim_is_409_with_retry_after_and_writes_nothing(
+    deliver: Deliver,
+    probe_client: FlaskClient,
+    db: firestore.Client,
+    monkeypatch: pytest.MonkeyPatch,
+    contended: str,
+) -> None:
+    """Firestore aborts a transaction that waited too long for a lock another holds, at a
+    read inside it or at its commit; the claim must answer 409 (QStash retries), never 500."""
+
+    def aborted_read(*args: Any, **kwargs: Any) -> Any:
+        raise exceptions.Aborted("Transaction lock timeout")  # type: ignore[no-untyped-call]
+
+    def aborted_commit(transaction: Transaction) -> Any:
+        """As the server does: the transaction ends, and the commit answers Aborted."""
+        client = transaction._client
+        client._firestore_api.rollback(request={"database": client._database_string, "transaction": transaction._id})
+        raise exceptions.Aborted("Transaction lock timeout")  # type: ignore[no-untyped-call]
+
+    if contended == "read":
+        monkeypatch.setattr(Transaction, "get_all", aborted_read)
+    else:
+        monkeypatch.setattr(Transaction, "_commit", aborted_commit)
+    message_id = new_message_id()
+    busy = deliver(PROBE, {"marker": "contended"}, message_id=message_id, test_client=probe_client)
+    assert error_of(busy)[:2] == (409, "in_progress")
+    assert busy.headers["Retry-After"] == "2"
+    assert list(db.collection("jobs").stream()) == [] and runs(db, "contended") == 0
+    monkeypatch.undo()
+    retried = deliver(PROBE, {"marker": "contended"}, message_id=message_id, retried=1, test_client=probe_client)
+    assert retried.status_code == 200 and counter(db, "contended") == 1
 
 
 def test_the_same_message_id_with_another_body_is_489(
@@ -81,6 +122,44 @@ def test_the_same_message_id_with_another_body_is_489(
     assert error_of(reused)[:2] == (489, "message_id_reused")
     assert reused.headers["Upstash-NonRetryable-Error"] == "true"
     assert runs(db, "b") == 0
+
+
+def test_the_same_message_id_for_another_job_is_489(
+    deliver: Deliver, probe_client: FlaskClient, db: firestore.Client
+) -> None:
+    """One body that both jobs accept: only the job tells the two messages apart."""
+    message_id = new_message_id()
+    body = {**NOTIFY_PAYLOAD, "marker": "shared"}
+    assert deliver(PROBE, body, message_id=message_id, test_client=probe_client).status_code == 200
+    reused = deliver(NOTIFY, body, message_id=message_id, test_client=probe_client)
+    assert error_of(reused)[:2] == (489, "message_id_reused")
+    assert list(db.collection_group("notifications").stream()) == []
+    assert db.collection("jobs").document(message_id).get().get("job") == "probe"
+
+
+@pytest.mark.parametrize("pages_by", [None, "commit", "transaction"])
+def test_an_attempt_that_outlived_its_lease_is_taken_over_and_its_writes_refused(
+    deliver: Deliver, make_client: AppFactory, db: firestore.Client, pages_by: str | None
+) -> None:
+    """The first attempt sleeps past its lease; the next delivery takes the message over and
+    finishes it; the first then wakes and tries to commit (its final writes, a page, or a
+    page transaction) and is refused, so nothing of it lands."""
+    client = make_client(PROBE_MAIN, JOB_LEASE_SECONDS="0.5")
+    message_id = new_message_id()
+    payload: dict[str, Any] = {"marker": "stale", "mode": "sleep_first", "seconds": 1.5}
+    if pages_by:
+        payload.update(pages=2, pagesBy=pages_by)
+    stale = in_background(lambda: deliver(PROBE, payload, message_id=message_id, test_client=client))
+    entry = db.collection("jobs").document(message_id)
+    wait_until(lambda: entry.get().exists, "the first attempt claimed")
+    time.sleep(0.6)
+    fresh = deliver(PROBE, payload, message_id=message_id, retried=1, test_client=client)
+    assert fresh.status_code == 200 and fresh.json is not None and fresh.json["attempt"] == 2
+    assert error_of(stale.result(timeout=30))[:2] == (409, "claim_lost")
+    assert counter(db, "stale") == 1
+    assert {doc.get("attempt") for doc in db.collection("pages").stream()} == ({2} if pages_by else set())
+    stored = entry.get().to_dict() or {}
+    assert stored["status"] == "succeeded" and stored["attempts"] == 2 and stored["result"]["attempt"] == 2
 
 
 def test_a_paged_job_commits_each_page_and_marks_success_once(
@@ -98,8 +177,12 @@ def test_a_permanent_job_error_is_rejected_once_and_for_all(
     message_id = new_message_id()
     payload = {"marker": "p", "mode": "permanent"}
     first = deliver(PROBE, payload, message_id=message_id, test_client=probe_client)
-    again = deliver(PROBE, payload, message_id=message_id, test_client=probe_client)
+    again = deliver(PROBE, payload, message_id=message_id, retried=1, test_client=probe_client)
     assert error_of(first)[:2] == error_of(again)[:2] == (489, "probe_rejected")
+    assert first.headers["Upstash-NonRetryable-Error"] == again.headers["Upstash-NonRetryable-Error"] == "true"
+    entry = db.collection("jobs").document(message_id).get().to_dict() or {}
+    assert entry["status"] == "rejected" and entry["attempts"] == 1
+    assert entry["lastError"] == {"code": "probe_rejected", "message": "the probe refuses this payload"}
     assert runs(db, "p") == 1 and counter(db, "p") == 0
 
 
@@ -107,18 +190,11 @@ def test_concurrent_copies_on_threads_run_once(deliver: Deliver, make_client: Ap
     message_id = new_message_id()
     payload = {"marker": "threads", "mode": "sleep", "seconds": 0.3}
     client = make_client(PROBE_MAIN)
-    barrier = threading.Barrier(4)
-    answers: list[Any] = []
 
-    def copy() -> None:
-        barrier.wait()
-        answers.append(retrying_409(lambda: deliver(PROBE, payload, message_id=message_id, test_client=client)))
+    def copy() -> Any:
+        return retrying_409(lambda: deliver(PROBE, payload, message_id=message_id, test_client=client))
 
-    threads = [threading.Thread(target=copy) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    answers = all_at_once([copy] * 4)
     assert runs(db, "threads") == 1 and counter(db, "threads") == 1
     assert [answer.status_code for answer in answers] == [200] * 4
     assert sorted(answer.json["duplicate"] for answer in answers) == [False, True, True, True]

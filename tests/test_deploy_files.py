@@ -8,6 +8,7 @@ import re
 import shlex
 import signal
 import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -44,9 +45,20 @@ def dockerfile_cmd() -> list[str]:
     return [str(part) for part in command]
 
 
-def test_the_image_uses_the_python_minor_version_of_development() -> None:
+def declared_python() -> str:
+    """The Python the project is written and checked for: `requires-python`'s floor, which
+    mypy and ruff target too. The machine running the tests may have a newer one."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    floor = re.fullmatch(r">=\s*(3\.\d+)", project["project"]["requires-python"])
+    assert floor, "requires-python names its floor as >=3.N"
+    assert project["tool"]["mypy"]["python_version"] == floor.group(1)
+    assert project["tool"]["ruff"]["target-version"] == "py" + floor.group(1).replace(".", "")
+    return floor.group(1)
+
+
+def test_the_image_uses_the_python_the_project_declares() -> None:
     (base,) = [arguments for instruction, arguments in dockerfile_instructions() if instruction == "FROM"]
-    assert base == f"python:{sys.version_info.major}.{sys.version_info.minor}-slim"
+    assert base == f"python:{declared_python()}-slim"
 
 
 def test_the_image_runs_as_a_non_root_user_with_no_secrets() -> None:
@@ -135,7 +147,7 @@ def test_every_step_has_an_id_and_the_pipeline_has_what_it_needs() -> None:
 
 def test_the_test_step_runs_the_readme_test_command_against_the_emulator() -> None:
     test = step("lint-and-test")
-    assert test["name"] == f"python:{sys.version_info.major}.{sys.version_info.minor}"
+    assert test["name"] == f"python:{declared_python()}"
     assert "make test" in " ".join(test["args"])
     assert "FIRESTORE_EMULATOR_HOST=firestore-emulator:8085" in test["env"]
     readme_first_lines = (ROOT / "README.md").read_text().splitlines()[:6]

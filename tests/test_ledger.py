@@ -1,6 +1,7 @@
 """The ledger's claims, answers and fence, on the real emulator."""
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from google.cloud import firestore
@@ -60,7 +61,7 @@ def delivery(jti: str = "jti-1", message_id: str = "msg_1", body: bytes = b"{}",
     )
 
 
-def entry(db: firestore.Client, message_id: str = "msg_1") -> dict[str, object]:
+def entry(db: firestore.Client, message_id: str = "msg_1") -> dict[str, Any]:
     return db.collection("jobs").document(message_id).get().to_dict() or {}
 
 
@@ -112,6 +113,51 @@ def test_an_expired_lease_is_taken_over_and_the_stale_run_is_fenced(
     assert not db.collection("things").document("stale-page").get().exists
     ledger.succeed(fresh, [Write(db.collection("things").document("fresh"), {"by": "fresh"})], {})
     assert entry(db)["status"] == "succeeded" and entry(db)["attempts"] == 2
+
+
+def page_of(db: firestore.Client, name: str) -> Any:
+    """A page builder that reads nothing and writes one document."""
+    return lambda transaction: ([Write(db.collection("things").document(name), {"by": name})], None)
+
+
+def test_a_page_transaction_of_a_taken_over_attempt_writes_nothing(
+    ledger: Ledger, db: firestore.Client, clock: Clock
+) -> None:
+    stale = ledger.claim(delivery())
+    ledger.transact_page(stale, page_of(db, "stale-before"))
+    clock.advance(61)
+    fresh = ledger.claim(delivery(jti="jti-2"))
+    with pytest.raises(ClaimLost):
+        ledger.transact_page(stale, page_of(db, "stale-after"))
+    assert not db.collection("things").document("stale-after").get().exists
+    ledger.transact_page(fresh, page_of(db, "fresh"))
+    ledger.succeed(fresh, [], {})
+    assert entry(db)["status"] == "succeeded" and entry(db)["claimToken"] == fresh.token
+
+
+def test_no_page_of_any_kind_commits_after_the_claim_was_given_back(ledger: Ledger, db: firestore.Client) -> None:
+    claim = ledger.claim(delivery())
+    assert ledger.release(claim, "the instance shut down during the run")
+    with pytest.raises(ClaimLost):
+        ledger.transact_page(claim, page_of(db, "page-transaction"))
+    with pytest.raises(ClaimLost):
+        ledger.commit_page(claim, [Write(db.collection("things").document("page"), {"n": 1})])
+    with pytest.raises(ClaimLost):
+        ledger.succeed(claim, [Write(db.collection("things").document("final"), {"n": 1})], {})
+    assert list(db.collection("things").stream()) == []
+    assert entry(db)["status"] == "failed" and entry(db)["lastError"]["code"] == "abandoned"
+    assert ledger.release(claim, "again") is False
+
+
+def test_first_seen_survives_every_later_claim(ledger: Ledger, db: firestore.Client, clock: Clock) -> None:
+    first_seen = clock.now
+    ledger.fail(ledger.claim(delivery()), "job_failed", "RuntimeError")
+    clock.advance(30)
+    ledger.claim(delivery(jti="jti-2", retried=1))
+    clock.advance(61)
+    taken_over = ledger.claim(delivery(jti="jti-3", retried=2))
+    assert taken_over.attempt == 3
+    assert entry(db)["firstSeenAt"] == first_seen and entry(db)["updatedAt"] == clock.now
 
 
 def test_pages_renew_the_lease_and_keep_the_fence(ledger: Ledger, db: firestore.Client, clock: Clock) -> None:

@@ -2,7 +2,6 @@
 full syncs (hypothesis), cross-conversation recency, races, and a long conversation."""
 
 import json
-import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,7 +14,10 @@ from hypothesis import strategies as st
 from werkzeug.test import TestResponse
 
 from tests.conftest import AppFactory, Deliver
-from tests.support import MEMORY, ROOT, error_of, new_message_id
+from tests.support import MEMORY, ROOT, all_at_once, error_of, new_message_id
+
+pytestmark = pytest.mark.timeout(30)
+"""A sync that stops advancing its cursor would page forever: fail in seconds, not minutes."""
 
 START = datetime(2026, 5, 1, tzinfo=UTC)
 SENTENCES = [
@@ -174,7 +176,12 @@ def test_a_newer_statement_elsewhere_is_never_clobbered_and_an_older_one_never_r
     assert db.collection("users/u4/preferences").document("dietary").get().get("sourceConversationId") == "newer"
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=20,
+    deadline=None,
+    # Every example works on a user of its own, so sharing the function's fixtures is safe.
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(
     batches=st.lists(st.lists(st.sampled_from(SENTENCES), min_size=0, max_size=5), min_size=1, max_size=4),
 )
@@ -195,24 +202,14 @@ def test_any_incremental_history_equals_one_full_sync(
     assert summary["messageCount"] == conversation.count
 
 
+@pytest.mark.timeout(60)  # the emulator makes a contended transaction wait about 2 s per try
 def test_racing_syncs_on_two_threads_apply_each_message_once(
     deliver: Deliver, paged: FlaskClient, db: firestore.Client
 ) -> None:
     conversation = Conversation(db, "u5")
     conversation.append(SENTENCES)
-    statuses: list[int] = []
-    barrier = threading.Barrier(2)
-
-    def run() -> None:
-        barrier.wait()
-        statuses.append(sync(deliver, paged, conversation, "incremental").status_code)
-
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert statuses == [200, 200]
+    answers = all_at_once([lambda: sync(deliver, paged, conversation, "incremental")] * 2)
+    assert [answer.status_code for answer in answers] == [200, 200]
     raced = memory_state(db, "u5")
     assert raced[f"conversationSummaries/{conversation.id}"]["messageCount"] == len(SENTENCES)
     assert sync(deliver, paged, conversation, "full").status_code == 200

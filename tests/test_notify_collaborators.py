@@ -1,6 +1,9 @@
 """notify-collaborators against the real emulator, a real SMTP server and a real HTTP
 receiver."""
 
+import contextlib
+import itertools
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -9,11 +12,12 @@ from flask.testing import FlaskClient
 from google.cloud import firestore
 from standardwebhooks import Webhook
 
+from handlers import notify_collaborators
 from handlers.notify_collaborators import doc_id
 from qjobs.devtools.emulator import free_port
 from tests.conftest import AppFactory, Deliver
 from tests.receivers import SmtpServer, WebhookReceiver, start_smtp
-from tests.support import NOTIFY, error_of, new_message_id
+from tests.support import NOTIFY, all_at_once, error_of, new_message_id
 
 WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 SENDER = "Trips <notifications@trips.example.test>"
@@ -76,8 +80,10 @@ def test_recipients_exclude_the_actor_and_those_who_muted(deliver: Deliver, db: 
 
 def test_without_channels_the_job_is_one_atomic_commit(deliver: Deliver, db: firestore.Client) -> None:
     message_id = new_message_id()
-    deliver(NOTIFY, payload(), message_id=message_id)
+    assert deliver(NOTIFY, payload(), message_id=message_id).status_code == 200
     ledger = db.collection("jobs").document(message_id).get()
+    assert ledger.get("status") == "succeeded" and ledger.get("attempts") == 1
+    assert ledger.get("job") == "notify-collaborators" and ledger.get("result")["notified"] == 2
     documents = [
         db.collection("users", uid, "notifications").document(doc_id(message_id, uid)).get() for uid in ("u1", "u2")
     ]
@@ -179,11 +185,15 @@ def smtp() -> Iterator[SmtpServer]:
 
 
 @pytest.fixture
-def mail_client(make_client: AppFactory, db: firestore.Client, smtp: SmtpServer) -> FlaskClient:
+def mail_users(db: firestore.Client) -> None:
     add_user(db, "u1", email="ada@example.test")
     add_user(db, "u2", email="grace@example.test")
     add_user(db, "u3", email="linus@example.test", notificationPreferences={"email": False})
     add_user(db, "u4")
+
+
+@pytest.fixture
+def mail_client(make_client: AppFactory, mail_users: None, smtp: SmtpServer) -> FlaskClient:
     return make_client(
         SMTP_URL=smtp.url, EMAIL_FROM=SENDER, EMAIL_UNSUBSCRIBE_URL="https://trips.example.test/unsubscribe"
     )
@@ -209,6 +219,19 @@ def test_emails_carry_the_event_and_deterministic_headers(
     assert sent["status"] == "sent" and sent["attempts"] == 1 and sent["sentAt"] is not None
     assert entry(db, message_id, "u3")["delivery"]["email"]["reason"] == "opted_out"
     assert entry(db, message_id, "u4")["delivery"]["email"]["reason"] == "no_address"
+
+
+def test_a_collaborator_who_muted_the_event_gets_no_entry_and_no_email(
+    deliver: Deliver, mail_client: FlaskClient, smtp: SmtpServer, db: firestore.Client
+) -> None:
+    add_user(db, "u2", email="grace@example.test", notificationPreferences={"mutedEvents": ["trip_shared"]})
+    shared = deliver(NOTIFY, payload(event="trip_shared"), test_client=mail_client)
+    assert shared.json is not None and (shared.json["notified"], shared.json["skipped"]) == (1, 1)
+    assert smtp.mailbox.to("grace@example.test") == [] and inbox(db, "u2") == []
+    assert len(smtp.mailbox.to("ada@example.test")) == 1
+    updated = deliver(NOTIFY, payload(event="trip_updated"), test_client=mail_client)
+    assert updated.json is not None and (updated.json["notified"], updated.json["skipped"]) == (2, 0)
+    assert len(smtp.mailbox.to("grace@example.test")) == 1 and len(inbox(db, "u2")) == 1
 
 
 def test_a_temporary_refusal_fails_the_job_and_the_retry_sends_only_what_is_left(
@@ -320,3 +343,82 @@ def test_a_receiver_refusing_for_good_is_recorded_as_failed(
     client = make_client(COLLABORATOR_WEBHOOK_URL=receiver.url, COLLABORATOR_WEBHOOK_SECRET=WEBHOOK_SECRET)
     response = deliver(NOTIFY, payload(), test_client=client)
     assert response.status_code == 200 and response.json is not None and response.json["webhook"] == "failed"
+
+
+# ---------------------------------------------------------------- one business event, two messages at once
+
+
+@pytest.fixture
+def in_lockstep(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two runs of the job each finish reading what is stored before either writes: the
+    moment a dead-letter replay and its original's retry are most likely to collide."""
+    barrier = threading.Barrier(2)
+    runs = itertools.count()
+    read_what_is_stored = notify_collaborators.make_plan
+
+    def make_plan(payload: Any, ctx: Any) -> Any:
+        plan = read_what_is_stored(payload, ctx)
+        if next(runs) < barrier.parties:
+            with contextlib.suppress(threading.BrokenBarrierError):
+                barrier.wait(timeout=5)
+        return plan
+
+    monkeypatch.setattr(notify_collaborators, "make_plan", make_plan)
+
+
+def written_once(snapshot: Any) -> bool:
+    return bool(snapshot.exists and snapshot.create_time == snapshot.update_time)
+
+
+@pytest.mark.usefixtures("in_lockstep")
+@pytest.mark.parametrize("muted", [(), ("u1", "u2")], ids=["recipients", "everyone-muted"])
+def test_two_messages_of_one_event_at_once_write_the_event_and_each_entry_once(
+    deliver: Deliver, client: FlaskClient, db: firestore.Client, muted: tuple[str, ...]
+) -> None:
+    """With everyone muted the event record is the only write, so nothing else can make
+    the loser's commit fail."""
+    for uid in muted:
+        add_user(db, uid, notificationPreferences={"mutedTrips": ["trip-1"]})
+    key = "trip-1:update:raced"
+    ids = [new_message_id(), new_message_id()]
+
+    def send(n: int) -> Any:
+        return deliver(NOTIFY, payload(idempotencyKey=key), message_id=ids[n])
+
+    answers = all_at_once([lambda: send(0), lambda: send(1)])
+    assert sorted(answer.status_code for answer in answers) == [200, 500]
+    (loser,) = [ids[n] for n in (0, 1) if answers[n].status_code == 500]
+    retried = deliver(NOTIFY, payload(idempotencyKey=key), message_id=loser, retried=1)
+    assert retried.status_code == 200 and retried.json is not None and retried.json["notified"] == 2 - len(muted)
+    event = db.collection("notificationEvents").document(doc_id(key)).get()
+    entries = [db.collection("users", uid, "notifications").document(doc_id(key, uid)).get() for uid in ("u1", "u2")]
+    assert written_once(event) and event.get("messageId") != loser
+    assert [written_once(entry) for entry in entries] == [not muted] * 2
+    assert len(list(db.collection_group("notifications").stream())) == 2 - len(muted)
+
+
+@pytest.mark.usefixtures("mail_users", "in_lockstep")
+def test_two_messages_of_one_event_at_once_send_one_email_each_and_one_webhook(
+    deliver: Deliver, smtp: SmtpServer, receiver: WebhookReceiver, make_client: AppFactory, db: firestore.Client
+) -> None:
+    client = make_client(
+        SMTP_URL=smtp.url,
+        EMAIL_FROM=SENDER,
+        COLLABORATOR_WEBHOOK_URL=receiver.url,
+        COLLABORATOR_WEBHOOK_SECRET=WEBHOOK_SECRET,
+    )
+    key = "trip-1:update:raced-mail"
+    ids = [new_message_id(), new_message_id()]
+
+    def send(n: int) -> Any:
+        return deliver(NOTIFY, payload(idempotencyKey=key), message_id=ids[n], test_client=client)
+
+    answers = all_at_once([lambda: send(0), lambda: send(1)])
+    assert sorted(answer.status_code for answer in answers) == [200, 500]
+    (loser,) = [n for n in (0, 1) if answers[n].status_code == 500]
+    retried = deliver(NOTIFY, payload(idempotencyKey=key), message_id=ids[loser], retried=1, test_client=client)
+    assert retried.status_code == 200 and retried.json is not None
+    assert retried.json["email"] == {"sent": 2, "failed": 0, "skipped": 0} and retried.json["webhook"] == "sent"
+    assert len(smtp.mailbox.to("ada@example.test")) == len(smtp.mailbox.to("grace@example.test")) == 1
+    assert len(receiver.received) == 1
+    assert len(inbox(db, "u1")) == len(inbox(db, "u2")) == 1

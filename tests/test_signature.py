@@ -6,8 +6,9 @@ import jwt
 import pytest
 from flask.testing import FlaskClient
 from qstash import Receiver
+from qstash.errors import SignatureError as QStashSignatureError
 
-from qjobs.signature import SignatureError, body_digest, sign, verify_signature
+from qjobs.signature import SignatureError, VerifiedToken, body_digest, sign, verify_signature
 from tests.conftest import AppFactory, Deliver
 from tests.support import (
     CURRENT_KEY,
@@ -16,6 +17,7 @@ from tests.support import (
     NOTIFY,
     NOTIFY_PAYLOAD,
     PUBLIC_BASE_URL,
+    delivery_log_lines,
     encode,
     error_of,
     qstash_headers,
@@ -41,26 +43,40 @@ def test_a_fresh_token_verifies_and_yields_its_jti() -> None:
     assert verified.expires_at == NOW + 300
 
 
+def accepted(token: str, *, body: bytes = BODY, url: str = URL, now: float = NOW, leeway: float = 30) -> VerifiedToken:
+    """The verified token, checked to carry the token's own id and expiry."""
+    claims = jwt.decode(token, options={"verify_signature": False})
+    verified = verify_signature(token, body=body, url=url, keys=KEYS, leeway=leeway, now=now)
+    assert verified == VerifiedToken(jti=claims["jti"], expires_at=float(claims["exp"]))
+    return verified
+
+
 def test_a_token_signed_with_the_next_key_verifies() -> None:
-    token = sign(BODY, url=URL, key=NEXT_KEY, now=NOW)
-    assert verify_signature(token, body=BODY, url=URL, keys=KEYS, leeway=30, now=NOW).jti
+    accepted(sign(BODY, url=URL, key=NEXT_KEY, now=NOW, jti="jwt_next"))
 
 
-def test_a_token_qstash_receiver_accepts_is_accepted_here() -> None:
+def test_tokens_are_judged_as_the_official_receiver_judges_them() -> None:
+    """qstash.Receiver raises on a token it refuses (and returns nothing on one it accepts)."""
+    receiver = Receiver(CURRENT_KEY, NEXT_KEY)
     token = sign(BODY, url=URL, key=CURRENT_KEY)
-    Receiver(CURRENT_KEY, NEXT_KEY).verify(signature=token, body=BODY.decode(), url=URL)
-    assert verify_signature(token, body=BODY, url=URL, keys=KEYS, leeway=30).jti
+    receiver.verify(signature=token, body=BODY.decode(), url=URL)
+    accepted(token, now=time.time())
+    for tampered_body, tampered_url in ((b'{"tripId":"trip-2"}', URL), (BODY, URL + "?x=1")):
+        with pytest.raises(QStashSignatureError):
+            receiver.verify(signature=token, body=tampered_body.decode(), url=tampered_url)
+        with pytest.raises(SignatureError):
+            verify_signature(token, body=tampered_body, url=tampered_url, keys=KEYS, leeway=30)
 
 
 def test_padding_of_the_body_claim_does_not_matter() -> None:
     unpadded = sign(BODY, url=URL, key=CURRENT_KEY, now=NOW, body=body_digest(BODY))
-    assert verify_signature(unpadded, body=BODY, url=URL, keys=KEYS, leeway=0, now=NOW)
+    accepted(unpadded, leeway=0)
 
 
 def test_non_utf8_bodies_verify() -> None:
     body = b"\xff\xfe\x00binary"
     token = sign(body, url=URL, key=CURRENT_KEY, now=NOW)
-    assert verify_signature(token, body=body, url=URL, keys=KEYS, leeway=0, now=NOW)
+    accepted(token, body=body, leeway=0)
 
 
 @pytest.mark.parametrize(
@@ -90,7 +106,7 @@ def test_expired_token() -> None:
 
 def test_expired_within_the_leeway_is_accepted() -> None:
     token = sign(BODY, url=URL, key=CURRENT_KEY, now=NOW - 320)
-    assert verify_signature(token, body=BODY, url=URL, keys=KEYS, leeway=30, now=NOW)
+    accepted(token)
     assert reason(token, leeway=0) == "expired"
 
 
@@ -99,9 +115,14 @@ def test_token_from_the_future_is_not_yet_valid() -> None:
     assert reason(token) == "not_yet_valid"
 
 
+def test_a_token_issued_in_the_future_is_not_yet_valid_even_if_already_valid_by_nbf() -> None:
+    assert reason(sign(BODY, url=URL, key=CURRENT_KEY, now=NOW, iat=NOW + 120)) == "not_yet_valid"
+    accepted(sign(BODY, url=URL, key=CURRENT_KEY, now=NOW, iat=NOW + 20))
+
+
 def test_a_receiver_clock_behind_by_less_than_the_leeway_accepts() -> None:
     token = sign(BODY, url=URL, key=CURRENT_KEY, now=NOW + 10)
-    assert verify_signature(token, body=BODY, url=URL, keys=KEYS, leeway=30, now=NOW)
+    accepted(token)
     assert reason(token, leeway=0) == "not_yet_valid"
 
 
@@ -131,10 +152,28 @@ def test_claim_errors_are_named_even_for_the_next_key() -> None:
     assert reason(token) == "expired"
 
 
-def test_a_token_for_one_job_does_not_open_another(client: FlaskClient) -> None:
+def test_a_token_for_one_job_does_not_open_another_and_the_log_says_why(
+    make_client: AppFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = make_client()  # built under capsys, so that its log handler writes where capsys reads
     body = encode(NOTIFY_PAYLOAD)
     response = client.post(MEMORY, data=body, headers=qstash_headers(NOTIFY, body))
     assert error_of(response) == (401, "invalid_signature", "wrong_url")
+    (line,) = delivery_log_lines(capsys.readouterr().out)
+    assert (line["error"], line["reason"], line["severity"]) == ("invalid_signature", "wrong_url", "WARNING")
+
+
+def test_a_token_for_a_url_with_a_query_opens_that_url_only(client: FlaskClient) -> None:
+    body = encode(NOTIFY_PAYLOAD)
+    for signed_for, sent_to in (
+        (NOTIFY + "?x=1", NOTIFY),
+        (NOTIFY, NOTIFY + "?x=1"),
+        (NOTIFY + "?x=1", NOTIFY + "?x=2"),
+    ):
+        response = client.post(sent_to, data=body, headers=qstash_headers(signed_for, body))
+        assert error_of(response) == (401, "invalid_signature", "wrong_url"), (signed_for, sent_to)
+    response = client.post(NOTIFY + "?x=1", data=body, headers=qstash_headers(NOTIFY + "?x=1", body))
+    assert response.status_code == 200
 
 
 def test_public_base_url_wins_over_the_host_header(client: FlaskClient) -> None:

@@ -3,10 +3,12 @@ tests can make a job fail, sleep or page on demand through the real pipeline."""
 
 import os
 import time
+from collections.abc import Callable
 from typing import Any, Literal
 
 import functions_framework
 from google.cloud import firestore
+from google.cloud.firestore_v1.transaction import Transaction
 from pydantic import BaseModel
 
 from handlers import ROUTES
@@ -22,6 +24,7 @@ class ProbePayload(BaseModel):
     mode: Literal["ok", "fail", "permanent", "sleep", "sleep_first", "pages"] = "ok"
     seconds: float = 0
     pages: int = 0
+    pagesBy: Literal["commit", "transaction"] = "commit"
 
 
 def probe(payload: ProbePayload, ctx: JobContext) -> JobResult:
@@ -36,10 +39,19 @@ def probe(payload: ProbePayload, ctx: JobContext) -> JobResult:
         raise PermanentJobError("probe_rejected", "the probe refuses this payload")
     for page in range(payload.pages):
         ref = ctx.db.collection("pages").document(f"{payload.marker}-{page}")
-        ctx.commit_page([Write(ref, {"page": page})])
+        write = Write(ref, {"page": page, "attempt": ctx.attempt})
+        if payload.pagesBy == "transaction":
+            ctx.transact_page(page_of(write))
+        else:
+            ctx.commit_page([write])
     counter = ctx.db.collection("counters").document(payload.marker)
     result: dict[str, Any] = {"marker": payload.marker, "attempt": ctx.attempt}
     return JobResult(result=result, writes=[Write(counter, {"runs": firestore.Increment(1)}, merge=True)])
+
+
+def page_of(write: Write) -> Callable[[Transaction], tuple[list[Write], None]]:
+    """A page transaction that reads nothing and commits one write."""
+    return lambda transaction: ([write], None)
 
 
 class ProbeResult(BaseModel):
