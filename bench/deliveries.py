@@ -1,163 +1,164 @@
-"""Benchmark: delivery latency and throughput of the real service on the Firestore emulator.
+"""`make bench`: the service's figures on the Firestore emulator, each next to its floor.
 
-`make bench` prints figures; nothing here asserts. Numbers on the emulator are an upper
-bound of the service's own cost (the emulator is slower than Firestore for transactions),
-useful to compare one change with the next on the same machine.
+Prints, asserts nothing. Every floor is measured in the same run on the same machine:
+- latency: one HTTP round trip to the same server (GET /health) plus the same Firestore
+  work done by the client directly (bench/floors.py);
+- throughput: a straightforward handler served the same way (bench/apps/straightforward_main.py);
+- cold start: a functions-framework app that imports the Firestore client and commits once.
+docs/performance.md has the method and the latest table.
 """
 
-import json
 import os
-import statistics
-import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-import uuid
-from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from google.cloud import firestore
 
-from qjobs.config import DEV_CURRENT_SIGNING_KEY
-from qjobs.devtools.emulator import Emulator, free_port, start_emulator
-from qjobs.devtools.run_local import DEV_KEYS
-from qjobs.sign import build_request, send
+from bench import floors
+from bench.coldstart import cold_start_seconds
+from bench.rpc_counts import count_all
+from bench.service import MEMORY, NOTIFY, PROJECT, App, Timings, deliver, health, start, timed, worker_peak_rss_mib
+from qjobs.devtools.emulator import Emulator, start_emulator
 
-ROOT = Path(__file__).resolve().parents[1]
-PROJECT = "bench-project"
 SENTENCES = [
     "We want to plan a trip to Lisbon in June.",
     "I'm vegan and I fly out of Boston Logan (BOS).",
     "Keep it under $2,000 for the whole trip. No red-eyes please.",
     "Let's go with the apartment in Alfama. Do we need visas?",
 ]
+SAMPLES = {1: 200, 8: 400}
 
 
-def start_service(emulator: Emulator) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        **DEV_KEYS,
-        "FIRESTORE_EMULATOR_HOST": emulator.host,
-        "GOOGLE_CLOUD_PROJECT": PROJECT,
-        "PUBLIC_BASE_URL": base,
-        "LOG_LEVEL": "WARNING",
-        "THREADS": "8",
-    }
-    command = [sys.executable, "-m", "functions_framework", "--target=jobs", "--source=main.py", f"--port={port}"]
-    server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(base + "/health", timeout=1):
-                return server, base
-        except (urllib.error.URLError, ConnectionError):
-            time.sleep(0.1)
-    server.kill()
-    raise RuntimeError("the service did not start")
-
-
-def deliver(url: str, payload: Mapping[str, object], message_id: str | None = None) -> tuple[int, float]:
-    body = json.dumps(payload).encode()
-    request = build_request(url, body, key=DEV_CURRENT_SIGNING_KEY, message_id=message_id or f"msg_{uuid.uuid4().hex}")
-    started = time.perf_counter()
-    status, _ = send(request, timeout=120)
-    return status, (time.perf_counter() - started) * 1000
-
-
-def report(name: str, results: list[tuple[int, float]], wall_seconds: float) -> None:
-    latencies = sorted(ms for _, ms in results)
-    statuses = sorted({status for status, _ in results})
-    p95 = latencies[int(len(latencies) * 0.95) - 1]
-    print(
-        f"{name:<34} n={len(results):<4} statuses={statuses} p50={statistics.median(latencies):7.1f} ms "
-        f"p95={p95:7.1f} ms max={latencies[-1]:7.1f} ms  {len(results) / wall_seconds:6.1f}/s"
-    )
-
-
-def notify_payload(n: int) -> dict[str, object]:
+def notify_payload(n: int, recipients: int = 5) -> dict[str, object]:
     return {
         "tripId": f"trip-{n}",
         "event": "trip_updated",
-        "collaboratorIds": [f"user-{n}-{k}" for k in range(5)],
+        "collaboratorIds": [f"user-{n}-{k}" for k in range(recipients)],
         "message": "Dates moved to June",
     }
 
 
-def bench_notify(base: str) -> None:
-    url = base + "/api/jobs/notify-collaborators"
-    started = time.perf_counter()
-    sequential = [deliver(url, notify_payload(n)) for n in range(100)]
-    report("notify, sequential", sequential, time.perf_counter() - started)
-    started = time.perf_counter()
-    with ThreadPoolExecutor(8) as pool:
-        parallel = list(pool.map(lambda n: deliver(url, notify_payload(1000 + n)), range(200)))
-    report("notify, 8 in parallel", parallel, time.perf_counter() - started)
-    message_id = f"msg_{uuid.uuid4().hex}"
-    deliver(url, notify_payload(5000), message_id)
-    started = time.perf_counter()
-    duplicates = [deliver(url, notify_payload(5000), message_id) for _ in range(100)]
-    report("notify, duplicates of one message", duplicates, time.perf_counter() - started)
-    started = time.perf_counter()
-    big = [
-        deliver(url, {**notify_payload(6000 + n), "collaboratorIds": [f"u{k}" for k in range(100)]}) for n in range(20)
-    ]
-    report("notify, 100 recipients", big, time.perf_counter() - started)
+def row(figure: str, value: float, floor: float | None = None, target: str = "", unit: str = "ms") -> None:
+    if floor is None:
+        print(f"  {figure:<40} {value:9.1f} {unit}")
+        return
+    ratio = value / floor if floor else float("nan")
+    print(f"  {figure:<40} {value:9.1f} {unit}  floor {floor:8.1f} {unit}  ratio {ratio:5.2f}  {target}")
+
+
+def compare(name: str, service: Timings, http: Timings, direct: Timings, target: str) -> None:
+    row(f"{name} p50", service.p50, http.p50 + direct.p50, target)
+    row(f"{name} p99", service.p99, http.p99 + direct.p99)
+
+
+def counter() -> Callable[[], int]:
+    state = {"n": 0}
+
+    def next_n() -> int:
+        state["n"] += 1
+        return state["n"]
+
+    return next_n
+
+
+def bench_latency(app: App, db: firestore.Client) -> None:
+    url = app.base + NOTIFY
+    fresh_id = counter()
+    timed(lambda n: deliver(url, notify_payload(fresh_id())), 30)
+    timed(lambda n: floors.fresh_job(db, 100_000 + n), 30)
+    finished = f"msg_bench_{os.getpid()}"
+    deliver(url, notify_payload(0), finished)
+    floor_entry = floors.finished_entry(db)
+    print("latency, notify-collaborators with 5 recipients, inbox only (service vs floor)")
+    for concurrency, count in SAMPLES.items():
+        http = timed(lambda n: health(app.base), count, concurrency)
+        service = timed(lambda n: deliver(url, notify_payload(fresh_id())), count, concurrency)
+        direct = timed(lambda n: floors.fresh_job(db, 200_000 + fresh_id()), count, concurrency)
+        compare(f"fresh job, {concurrency} in flight", service, http, direct, "target <= 1.3" * (concurrency == 1))
+        duplicate = timed(lambda n: deliver(url, notify_payload(0), finished), count, concurrency)
+        read = timed(lambda n: floors.duplicate(db, floor_entry), count, concurrency)
+        compare(f"duplicate, {concurrency} in flight", duplicate, http, read, "target <= 1.2" * (concurrency == 1))
+
+
+def bench_throughput(service: App, emulator: Emulator) -> None:
+    simple = start(emulator, "bench/apps/straightforward_main.py")
+    try:
+        offset = counter()
+
+        def jobs(app: App, count: int) -> Timings:
+            return timed(lambda n: deliver(app.base + NOTIFY, notify_payload(300_000 + offset())), count, 8)
+
+        jobs(service, 40), jobs(simple, 40)
+        ours, theirs = jobs(service, 400), jobs(simple, 400)
+    finally:
+        simple.stop()
+    print("throughput, fresh notify-collaborators jobs, 8 in flight (service vs a straightforward handler)")
+    print(
+        f"  {'jobs/s':<40} {ours.per_second:9.1f}     straightforward {theirs.per_second:6.1f}     "
+        f"ratio {ours.per_second / theirs.per_second:5.2f}  target >= 1.0"
+    )
+
+
+def bench_cold_start(emulator: Emulator) -> None:
+    ours = cold_start_seconds(emulator, "main.py")
+    floor = cold_start_seconds(emulator, "bench/apps/cold_floor_main.py")
+    print("cold start, process start to the first 200 on a signed job (median of 5)")
+    row("cold start", ours * 1000, floor * 1000, "target <= 1.3")
+
+
+def bench_rpcs(emulator: Emulator) -> None:
+    print("Firestore per delivery (counted in the client library)")
+    for count in count_all(emulator):
+        calls = ", ".join(f"{name} {n}" for name, n in count.calls.items())
+        print(
+            f"  {count.case:<40} {count.rpcs:2d} RPCs  {count.read:3d} read  {count.written:3d} written"
+            f"  status {count.status}  ({calls})"
+        )
 
 
 def seed_conversation(db: firestore.Client, conversation_id: str, count: int) -> None:
-    db.collection("conversations").document(conversation_id).set(
-        {"userId": "bench-user", "createdAt": datetime.now(UTC)}
-    )
-    start = datetime(2026, 1, 1, tzinfo=UTC)
+    db.collection("conversations").document(conversation_id).set({"userId": "bench-user"})
+    start_at = datetime(2026, 1, 1, tzinfo=UTC)
     for first in range(0, count, 400):
         batch = db.batch()
         for n in range(first, min(first + 400, count)):
             ref = db.collection("conversations", conversation_id, "messages").document(f"m{n:05d}")
             role = "user" if n % 2 == 0 else "assistant"
-            batch.set(ref, {"role": role, "content": SENTENCES[n % 4], "createdAt": start + timedelta(seconds=n)})
+            batch.set(ref, {"role": role, "content": SENTENCES[n % 4], "createdAt": start_at + timedelta(seconds=n)})
         batch.commit()
 
 
-def bench_memory_sync(base: str, emulator: Emulator) -> None:
-    os.environ["FIRESTORE_EMULATOR_HOST"] = emulator.host
-    db = firestore.Client(project=PROJECT)
-    url = base + "/api/jobs/memory-sync"
+def bench_larger_jobs(app: App, db: firestore.Client) -> None:
+    print("larger jobs")
+    big = timed(lambda n: deliver(app.base + NOTIFY, notify_payload(700_000 + n, recipients=100)), 20)
+    row("notify-collaborators, 100 recipients, p50", big.p50)
     for count in (100, 1000):
         conversation_id = f"bench-{count}"
         seed_conversation(db, conversation_id, count)
         for sync_type in ("incremental", "full"):
             payload = {"userId": "bench-user", "conversationId": conversation_id, "syncType": sync_type}
-            status, ms = deliver(url, payload)
-            rate = count / ms * 1000
-            print(
-                f"memory-sync {sync_type:<11} {count:>5} messages  status={status} {ms:8.1f} ms  {rate:7.1f} messages/s"
-            )
-
-
-def worker_peak_rss_mib(server: subprocess.Popen[bytes]) -> float:
-    children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
-    for line in Path(f"/proc/{children[0]}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+            started = time.perf_counter()
+            status = deliver(app.base + MEMORY, payload)
+            row(f"memory-sync {sync_type}, {count} messages (status {status})", (time.perf_counter() - started) * 1000)
 
 
 def main() -> int:
     emulator = start_emulator()
-    server, base = start_service(emulator)
+    os.environ["FIRESTORE_EMULATOR_HOST"] = emulator.host
+    db = firestore.Client(project=PROJECT)
+    app = start(emulator)
     try:
         print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, Firestore emulator at {emulator.host}")
-        bench_notify(base)
-        bench_memory_sync(base, emulator)
-        print(f"worker peak RSS: {worker_peak_rss_mib(server):.0f} MiB")
+        bench_latency(app, db)
+        bench_throughput(app, emulator)
+        bench_rpcs(emulator)
+        bench_larger_jobs(app, db)
+        print(f"  {'worker peak RSS':<40} {worker_peak_rss_mib(app):9.0f} MiB")
+        bench_cold_start(emulator)
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        app.stop()
         emulator.stop()
     return 0
 
