@@ -74,20 +74,22 @@ def build(emulator: Emulator, **extra: str) -> FlaskClient:
     return app.test_client()
 
 
-def post(client: FlaskClient, path: str, payload: Any, message_id: str | None = None) -> int:
+def post(client: FlaskClient, path: str, payload: Any, message_id: str | None = None, retried: int = 0) -> int:
     body = json.dumps(payload).encode()
     headers = {
         "Content-Type": "application/json",
         "Upstash-Signature": sign(body, url=BASE_URL + path, key=DEV_CURRENT_SIGNING_KEY),
         "Upstash-Message-Id": message_id or new_message_id(),
-        "Upstash-Retried": "0",
+        "Upstash-Retried": str(retried),
     }
     return client.post(path, data=body, headers=headers).status_code
 
 
-def counted(log: RpcLog, case: str, client: FlaskClient, path: str, payload: Any, *, message_id: str = "") -> Count:
+def counted(
+    log: RpcLog, case: str, client: FlaskClient, path: str, payload: Any, *, message_id: str = "", retried: int = 0
+) -> Count:
     log.reset()
-    status = post(client, path, payload, message_id or None)
+    status = post(client, path, payload, message_id or None, retried)
     return Count(case, status, log.total, dict(sorted(log.calls.items())), log.documents_read, log.documents_written)
 
 
@@ -107,7 +109,10 @@ def seed_messages(db: firestore.Client, conversation: str, first: int, count: in
 
 def count_all(emulator: Emulator) -> list[Count]:
     with environment({"FIRESTORE_EMULATOR_HOST": emulator.host}):
-        db = firestore.Client(project=PROJECT)
+        return count_cases(emulator, firestore.Client(project=PROJECT))
+
+
+def count_cases(emulator: Emulator, db: firestore.Client) -> list[Count]:
     plain = build(emulator)
     smtp, receiver = start_smtp(), WebhookReceiver()
     channels = build(
@@ -129,9 +134,11 @@ def count_all(emulator: Emulator) -> list[Count]:
             counts.append(counted(log, "notify, fresh, inbox only", plain, NOTIFY, notify_payload(1)))
             message_id = new_message_id()
             post(plain, NOTIFY, notify_payload(3), message_id)
-            counts.append(
-                counted(log, "duplicate of a finished message", plain, NOTIFY, notify_payload(3), message_id=message_id)
-            )
+            for retried, how in ((1, "a retry"), (0, "a copy")):
+                case = f"duplicate of a finished message ({how})"
+                counts.append(
+                    counted(log, case, plain, NOTIFY, notify_payload(3), message_id=message_id, retried=retried)
+                )
             counts.append(counted(log, "notify, fresh, email + webhook", channels, NOTIFY, notify_payload(2)))
             post(plain, MEMORY, sync)
             counts.append(counted(log, "memory-sync, no new message", plain, MEMORY, sync))

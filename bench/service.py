@@ -78,9 +78,10 @@ def new_message_id() -> str:
     return f"msg_{uuid.uuid4().hex}"
 
 
-def deliver(url: str, payload: Mapping[str, object], message_id: str | None = None) -> int:
+def deliver(url: str, payload: Mapping[str, object], message_id: str | None = None, retried: int = 0) -> int:
     body = json.dumps(payload).encode()
-    request = build_request(url, body, key=DEV_CURRENT_SIGNING_KEY, message_id=message_id or new_message_id())
+    message_id = message_id or new_message_id()
+    request = build_request(url, body, key=DEV_CURRENT_SIGNING_KEY, message_id=message_id, retried=retried)
     status, _ = send(request, timeout=120)
     return status
 

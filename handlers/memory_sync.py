@@ -7,7 +7,9 @@ messages (qjobs.memory.summary), so incremental syncs and one full sync agree.
 
 `incremental` reads the messages after the summary's cursor, one page per transaction: the
 transaction re-reads the cursor, so two syncs racing on one conversation never skip or
-double-apply a message. `full` first removes the conversation's memories and summary, then
+double-apply a message. The first page runs in the transaction that claims the message
+(most syncs are one page, finished in that commit); later pages are transactions of their
+own under the claim. `full` first removes the conversation's memories and summary, then
 replays it from its first message the same way.
 """
 
@@ -19,11 +21,23 @@ from typing import Any, Literal
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 from google.cloud.firestore_v1.document import DocumentReference
-from google.cloud.firestore_v1.transaction import Transaction
 from pydantic import BaseModel, ConfigDict, Field
 
 from qjobs.errors import PermanentJobError
-from qjobs.jobs import MAX_WRITES_PER_COMMIT, JobContext, JobResult, JobSpec, Write
+from qjobs.jobs import (
+    MAX_WRITES_PER_COMMIT,
+    Data,
+    Done,
+    JobContext,
+    JobResult,
+    JobSpec,
+    JobStopped,
+    Proceed,
+    ReadContext,
+    Reads,
+    StepContext,
+    Write,
+)
 from qjobs.memory.extract import CATEGORIES, Extractor, RuleExtractor, Statement
 from qjobs.memory.preferences import StoredStatement, fold
 from qjobs.memory.summary import (
@@ -40,8 +54,9 @@ from qjobs.safe_id import SafeId
 
 EXTRACTOR: Extractor = RuleExtractor()
 MAX_STATEMENTS_PER_MESSAGE = 30
-MEMORY_WRITE_BUDGET = MAX_WRITES_PER_COMMIT - 1 - 1 - len(CATEGORIES)
-"""A page's memory writes, leaving room for the summary, every preference and the fence."""
+MEMORY_WRITE_BUDGET = MAX_WRITES_PER_COMMIT - 2 - 1 - len(CATEGORIES)
+"""A page's memory writes, leaving room for the ledger's two (entry and token), the
+summary and every preference."""
 
 
 class MemorySyncPayload(BaseModel):
@@ -99,7 +114,8 @@ class Page:
 class Sync:
     """The references and settings one sync works with."""
 
-    ctx: JobContext
+    db: firestore.Client
+    page_size: int
     user_id: str
     conversation_id: str
     sync_type: str
@@ -110,26 +126,53 @@ class Sync:
     summary: DocumentReference = field(init=False)
 
     def __post_init__(self) -> None:
-        db = self.ctx.db
-        self.user = db.collection("users").document(self.user_id)
-        self.conversation = db.collection("conversations").document(self.conversation_id)
+        self.user = self.db.collection("users").document(self.user_id)
+        self.conversation = self.db.collection("conversations").document(self.conversation_id)
         self.summary = self.user.collection("conversationSummaries").document(self.conversation_id)
 
+    @classmethod
+    def of(cls, payload: MemorySyncPayload, db: firestore.Client, page_size: int) -> "Sync":
+        return cls(db, page_size, payload.userId, payload.conversationId, payload.syncType)
 
-def sync(payload: MemorySyncPayload, ctx: JobContext) -> JobResult:
-    run = Sync(ctx, payload.userId, payload.conversationId, payload.syncType)
-    check_conversation(run)
-    totals = Page()
+
+def reads(payload: MemorySyncPayload, ctx: ReadContext) -> list[DocumentReference]:
+    run = Sync.of(payload, ctx.db, ctx.settings.memory_sync_page_size)
+    return [run.conversation, run.summary]
+
+
+def step(payload: MemorySyncPayload, ctx: StepContext) -> Done | Proceed:
+    """The first page, in the transaction that claims the message; the sync is done in its
+    commit when that page is the last."""
+    run = Sync.of(payload, ctx.db, ctx.settings.memory_sync_page_size)
+    check_conversation(run, ctx.document(run.conversation))
     if payload.syncType == "full":
-        run.forgotten = forget_conversation(run)
-    while True:
-        page = ctx.transact_page(lambda transaction: build_page(transaction, run))
+        return Proceed([], Page(done=False))
+    writes, page = build_page(ctx.reads, run)
+    if page.done:
+        return Done(writes, result_of(payload, page))
+    return Proceed(writes, page)
+
+
+def finish(payload: MemorySyncPayload, first: Page, ctx: JobContext) -> JobResult:
+    """The pages after the first, each a transaction of its own under the claim."""
+    run = Sync.of(payload, ctx.db, ctx.settings.memory_sync_page_size)
+    totals = Page(cursor=first.cursor, done=False)
+    totals.add(first)
+    if payload.syncType == "full":
+        run.forgotten = forget_conversation(run, ctx)
+    while not totals.done:
+        if ctx.should_stop():
+            raise JobStopped("stopped between two pages; the cursor keeps what was done")
+        page = ctx.transact_page(lambda reads: build_page(reads, run))
         run.forgotten = set()
         if not page.done and page.cursor == totals.cursor:
             raise RuntimeError("a page left the cursor where it was: stopping rather than paging forever")
         totals.add(page)
-        if page.done:
-            break
+        totals.done = page.done
+    return JobResult(result=result_of(payload, totals))
+
+
+def result_of(payload: MemorySyncPayload, totals: "Page") -> dict[str, Any]:
     result = MemorySyncResult(
         syncType=payload.syncType,
         processedMessages=totals.processed,
@@ -137,69 +180,63 @@ def sync(payload: MemorySyncPayload, ctx: JobContext) -> JobResult:
         memoriesWritten=totals.memories,
         cursor=cursor_json(totals.cursor),
     )
-    return JobResult(result=result.model_dump())
+    return result.model_dump()
 
 
-def check_conversation(run: Sync) -> None:
-    snapshot = run.conversation.get(**run.ctx.rpc)
-    if not snapshot.exists:
+def check_conversation(run: Sync, conversation: Data | None) -> None:
+    if conversation is None:
         raise PermanentJobError("conversation_not_found", "the conversation does not exist")
-    if (snapshot.to_dict() or {}).get("userId") != run.user_id:
+    if conversation.get("userId") != run.user_id:
         raise PermanentJobError("conversation_forbidden", "the conversation belongs to another user")
 
 
 # ---------------------------------------------------------------- full: forget, then replay
 
 
-def forget_conversation(run: Sync) -> set[str]:
+def forget_conversation(run: Sync, ctx: JobContext) -> set[str]:
     """Remove the conversation's memories and summary; the categories its statements
     touched are re-derived by the replay's first page, so that a preference this
     conversation still states is not deleted and written again."""
     query = run.user.collection("memories").where(filter=FieldFilter("conversationId", "==", run.conversation_id))
-    memories = list(query.stream(**run.ctx.rpc))
+    memories = list(query.stream(**ctx.rpc))
     categories = {str(doc.get("category")) for doc in memories if (doc.to_dict() or {}).get("kind") == "preference"}
     refs = [run.summary, *(doc.reference for doc in memories)]
     for start in range(0, len(refs), MEMORY_WRITE_BUDGET):
-        run.ctx.commit_page([Write(ref, None) for ref in refs[start : start + MEMORY_WRITE_BUDGET]])
+        ctx.commit_page([Write(ref, None) for ref in refs[start : start + MEMORY_WRITE_BUDGET]])
     return categories
 
 
 # ---------------------------------------------------------------- one page
 
 
-def build_page(transaction: Transaction, run: Sync) -> tuple[list[Write], Page]:
+def build_page(reads: Reads, run: Sync) -> tuple[list[Write], Page]:
     """Reads (through the transaction) and the writes of the next page. No side effects:
     Firestore may run it again when the transaction is contended."""
-    stored = first(transaction.get_all([run.summary], **run.ctx.rpc))
-    summary = (stored.to_dict() or {}) if stored is not None and stored.exists else None
+    summary = reads.documents([run.summary])[run.summary.path]
     state = SummaryState.from_json(summary.get("state") if summary else None)
     cursor = summary.get("cursor") if summary else None
-    fetched = read_messages(transaction, run, cursor)
+    fetched = read_messages(reads, run, cursor)
     memories, page = fit_page(fetched, state, run.conversation_id)
     if not page and summary is not None and not run.forgotten:
         return [], Page(cursor=cursor)
     memory_writes = [Write(run.user.collection("memories").document(m.id), m.data) for m in memories]
     fresh = {memory.id: memory.statement for memory in memories if memory.statement is not None}
     touched = {statement.category for statement in fresh.values()} | run.forgotten
-    preference_writes, changed = rederive_writes(transaction, run, touched, fresh)
+    preference_writes, changed = rederive_writes(reads, run, touched, fresh)
     new_cursor = {"createdAt": page[-1].sort_value, "messageId": page[-1].id} if page else cursor
     writes = [*memory_writes, *preference_writes, Write(run.summary, summary_fields(run, state, new_cursor))]
-    done = len(page) == len(fetched) and len(fetched) < run.ctx.settings.memory_sync_page_size
+    done = len(page) == len(fetched) and len(fetched) < run.page_size
     return writes, Page(len(page), changed, len(memory_writes), new_cursor, done)
 
 
-def first(snapshots: Any) -> Any:
-    return next(iter(snapshots), None)
-
-
-def read_messages(transaction: Transaction, run: Sync, cursor: dict[str, Any] | None) -> list[Message]:
+def read_messages(reads: Reads, run: Sync, cursor: dict[str, Any] | None) -> list[Message]:
     messages = run.conversation.collection("messages")
-    query = messages.order_by("createdAt").order_by("__name__").limit(run.ctx.settings.memory_sync_page_size)
+    query = messages.order_by("createdAt").order_by("__name__").limit(run.page_size)
     if cursor:
         query = query.start_after(
             {"createdAt": cursor["createdAt"], "__name__": messages.document(cursor["messageId"])}
         )
-    return [message_of(doc.id, doc.to_dict() or {}) for doc in transaction.get(query, **run.ctx.rpc)]
+    return [message_of(doc.id, doc.to_dict() or {}) for doc in reads.query(query)]
 
 
 def message_of(message_id: str, data: dict[str, Any]) -> Message:
@@ -305,7 +342,7 @@ def note_memory(conversation_id: str, message: Message, note: Note) -> Memory:
 
 
 def rederive_writes(
-    transaction: Transaction, run: Sync, categories: set[str], fresh: dict[str, StoredStatement]
+    reads: Reads, run: Sync, categories: set[str], fresh: dict[str, StoredStatement]
 ) -> tuple[list[Write], int]:
     """Fold every statement of each category (the stored ones, with `fresh` ones of this
     page in place) and write the preferences that changed."""
@@ -313,17 +350,12 @@ def rederive_writes(
         return [], 0
     memories = run.user.collection("memories")
     preferences = run.user.collection("preferences")
-    current = {
-        snapshot.id: snapshot.to_dict() or {}
-        for snapshot in transaction.get_all([preferences.document(c) for c in sorted(categories)], **run.ctx.rpc)
-        if snapshot.exists
-    }
+    stored_preferences = reads.documents([preferences.document(c) for c in sorted(categories)])
+    current = {path.rsplit("/", 1)[-1]: data for path, data in stored_preferences.items() if data is not None}
     writes: list[Write] = []
     for category in sorted(categories):
         query = memories.where(filter=FieldFilter("category", "==", category))
-        stored = {
-            doc.id: StoredStatement.from_memory(doc.to_dict() or {}) for doc in transaction.get(query, **run.ctx.rpc)
-        }
+        stored = {doc.id: StoredStatement.from_memory(doc.to_dict() or {}) for doc in reads.query(query)}
         derived = fold(
             category, list({**stored, **{k: v for k, v in fresh.items() if v.category == category}}.values())
         )
@@ -366,4 +398,11 @@ def cursor_json(cursor: dict[str, Any] | None) -> Cursor | None:
     return Cursor(createdAt=text, messageId=cursor["messageId"])
 
 
-JOB = JobSpec(name="memory-sync", payload_model=MemorySyncPayload, result_model=MemorySyncResult, run=sync)
+JOB = JobSpec(
+    name="memory-sync",
+    payload_model=MemorySyncPayload,
+    result_model=MemorySyncResult,
+    reads=reads,
+    step=step,
+    finish=finish,
+)

@@ -4,17 +4,20 @@ The business event is keyed by `idempotencyKey` (or, without one, the message id
 dead-letter replay, which arrives under a new message id, finds the event already there:
 its recipients, inbox entries and channel outcomes are reused and nothing is sent twice.
 
-Without external channels the job is one atomic commit (event record, inbox entries, the
-ledger's success mark). With channels, the inbox entries are committed first with their
-deliveries `pending`; each pending delivery is then attempted and its outcome recorded, and
-a temporary failure fails the job so QStash's retry attempts only what is still pending.
+The recipients' user documents (mute settings, addresses) are read before the
+transaction, without isolation; the event and the inbox entries are read in it. Without
+external channels the job is done in the transaction: the event record and the inbox
+entries commit with the ledger's success mark. With channels, the same commit holds the
+claim and the deliveries `pending`; `finish` attempts each pending delivery and its
+outcomes commit with the success mark, or, when some failed for a reason a retry can fix,
+with the failure, so that QStash's retry attempts only what is still pending.
 """
 
 import hashlib
-from collections.abc import Iterable
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.utils import parseaddr
 from typing import Annotated, Any, Literal
 
 from google.cloud import firestore
@@ -22,11 +25,23 @@ from google.cloud.firestore_v1.document import DocumentReference
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 from pydantic_core import PydanticCustomError
 
-from qjobs.channels import SendResult
-from qjobs.channels.email import Email, Mailer, SmtpServer, mailer
-from qjobs.channels.webhook import post_webhook
-from qjobs.config import Settings
-from qjobs.jobs import JobContext, JobResult, JobSpec, Write
+from qjobs.channels import DeliveryState, channel_state, is_pending, next_state
+from qjobs.channels.email import Email, EmailChannel, message_id_for
+from qjobs.channels.setup import Channels
+from qjobs.channels.webhook import WebhookChannel
+from qjobs.jobs import (
+    Busy,
+    Data,
+    Done,
+    JobContext,
+    JobResult,
+    JobSpec,
+    Proceed,
+    ReadContext,
+    RetryLater,
+    StepContext,
+    Write,
+)
 from qjobs.safe_id import SafeId
 
 EVENTS_COLLECTION = "notificationEvents"
@@ -79,140 +94,126 @@ class NotifyCollaboratorsPayload(BaseModel):
     idempotencyKey: Annotated[str, StringConstraints(min_length=8, max_length=200)] | None = None
 
 
-class DeliveriesPending(Exception):
-    """Some deliveries failed for a reason a retry can fix: fail the job so QStash retries."""
-
-
 def doc_id(*parts: str) -> str:
     """A document id from any text: business keys may hold characters ids may not."""
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:40]
 
 
-@dataclass
-class Recipient:
-    uid: str
-    user: dict[str, Any]
-    ref: DocumentReference
-    inbox: dict[str, Any] | None
-    """The stored inbox entry, or None while it is still to be written."""
+# ---------------------------------------------------------------- what the job reads
 
 
-@dataclass
-class Plan:
-    """What this business event is and what of it is already done."""
+@dataclass(frozen=True)
+class Refs:
+    """The documents of one business event."""
 
+    db: firestore.Client
     key: str
-    event_ref: DocumentReference
-    event: dict[str, Any]
-    is_new: bool
-    recipients: list[Recipient]
-    writes: list[Write] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class EmailChannel:
-    server: SmtpServer
-    sender: str
-    unsubscribe_url: str | None
-    timeout: float
-
-
-@dataclass(frozen=True)
-class WebhookChannel:
-    url: str
-    secret: str
-    timeout: float
-
-
-@dataclass(frozen=True)
-class Channels:
-    email: EmailChannel | None
-    webhook: WebhookChannel | None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "Channels":
-        server, sender = settings.smtp_server, settings.email_from
-        url, secret = settings.collaborator_webhook_url, settings.collaborator_webhook_secret
-        return cls(
-            email=EmailChannel(server, sender, settings.email_unsubscribe_url, settings.smtp_timeout_seconds)
-            if server and sender
-            else None,
-            webhook=WebhookChannel(url, secret, settings.webhook_timeout_seconds) if url and secret else None,
-        )
+    def of(cls, payload: NotifyCollaboratorsPayload, db: firestore.Client, message_id: str) -> "Refs":
+        return cls(db, payload.idempotencyKey or message_id)
 
+    @property
+    def event(self) -> DocumentReference:
+        ref: DocumentReference = self.db.collection(EVENTS_COLLECTION).document(doc_id(self.key))
+        return ref
 
-def notify(payload: NotifyCollaboratorsPayload, ctx: JobContext) -> JobResult:
-    channels = Channels.from_settings(ctx.settings)
-    plan = make_plan(payload, ctx)
-    plan.writes = first_writes(plan, ctx, channels)
-    if channels.email is None and channels.webhook is None:
-        return JobResult(result=summary(plan, channels), writes=plan.writes)
-    if plan.writes:
-        ctx.commit_page(plan.writes)
-    outcome_writes, pending = deliver(plan, channels)
-    if pending:
-        ctx.commit_page(outcome_writes)
-        raise DeliveriesPending(f"{pending} deliveries failed temporarily")
-    return JobResult(result=summary(plan, channels), writes=outcome_writes)
+    def user(self, uid: str) -> DocumentReference:
+        ref: DocumentReference = self.db.collection("users").document(uid)
+        return ref
 
-
-def make_plan(payload: NotifyCollaboratorsPayload, ctx: JobContext) -> Plan:
-    key = payload.idempotencyKey or ctx.message_id
-    event_ref = ctx.db.collection(EVENTS_COLLECTION).document(doc_id(key))
-    stored = event_ref.get(**ctx.rpc)
-    candidates = stored.get("recipientIds") if stored.exists else candidates_of(payload)
-    users, inboxes = read_users_and_inboxes(ctx, key, candidates)
-    if stored.exists:
-        event = stored.to_dict() or {}
-        recipients = list(candidates)
-    else:
-        recipients = [uid for uid in candidates if not muted(users[uid], payload)]
-        event = new_event(payload, ctx.message_id, recipients, skipped=len(payload.collaboratorIds) - len(recipients))
-    return Plan(
-        key=key,
-        event_ref=event_ref,
-        event=event,
-        is_new=not stored.exists,
-        recipients=[Recipient(uid, users[uid], inboxes[uid][0], inboxes[uid][1]) for uid in recipients],
-    )
+    def inbox(self, uid: str) -> DocumentReference:
+        ref: DocumentReference = self.user(uid).collection("notifications").document(doc_id(self.key, uid))
+        return ref
 
 
 def candidates_of(payload: NotifyCollaboratorsPayload) -> list[str]:
     return [uid for uid in payload.collaboratorIds if uid != payload.actorId]
 
 
-def read_users_and_inboxes(
-    ctx: JobContext, key: str, uids: list[str]
-) -> tuple[dict[str, dict[str, Any]], dict[str, tuple[DocumentReference, dict[str, Any] | None]]]:
-    """One round trip for every recipient's user document and inbox entry."""
-    user_refs = {uid: ctx.db.collection("users").document(uid) for uid in uids}
-    inbox_refs = {uid: ref.collection("notifications").document(doc_id(key, uid)) for uid, ref in user_refs.items()}
-    snapshots = {
-        snapshot.reference.path: snapshot
-        for snapshot in ctx.db.get_all([*user_refs.values(), *inbox_refs.values()], **ctx.rpc)
-    }
-    users = {uid: _data(snapshots.get(ref.path)) or {} for uid, ref in user_refs.items()}
-    inboxes = {uid: (ref, _data(snapshots.get(ref.path))) for uid, ref in inbox_refs.items()}
-    return users, inboxes
+def prefetch(payload: NotifyCollaboratorsPayload, ctx: ReadContext) -> list[DocumentReference]:
+    """Users' settings and addresses need no isolation, and the app writes them: read
+    them outside the transaction so that it never locks them."""
+    refs = Refs.of(payload, ctx.db, ctx.message_id)
+    return [refs.user(uid) for uid in candidates_of(payload)]
 
 
-def _data(snapshot: Any) -> dict[str, Any] | None:
-    return (snapshot.to_dict() or {}) if snapshot is not None and snapshot.exists else None
+def reads(payload: NotifyCollaboratorsPayload, ctx: ReadContext) -> list[DocumentReference]:
+    refs = Refs.of(payload, ctx.db, ctx.message_id)
+    return [refs.event, *(refs.inbox(uid) for uid in candidates_of(payload))]
 
 
-def preferences(user: dict[str, Any]) -> dict[str, Any]:
+# ---------------------------------------------------------------- the plan
+
+
+@dataclass
+class Recipient:
+    uid: str
+    user: Data
+    ref: DocumentReference
+    inbox: Data | None
+    """The stored inbox entry, or None while it is still to be written."""
+
+    @property
+    def email(self) -> DeliveryState:
+        state: DeliveryState = ((self.inbox or {}).get("delivery") or {}).get("email") or {}
+        return state
+
+
+@dataclass
+class Plan:
+    """What this business event is and what of it is already done."""
+
+    refs: Refs
+    event: Data
+    is_new: bool
+    recipients: list[Recipient]
+    writes: list[Write] = field(default_factory=list)
+
+    def pending(self, channels: Channels) -> int:
+        """Deliveries still to attempt on the channels that are on (a channel turned off since
+        leaves its deliveries pending, and the event done)."""
+        emails = sum(1 for r in self.recipients if is_pending(r.email)) if channels.email else 0
+        return emails + int(channels.webhook is not None and is_pending(self.event.get("webhook")))
+
+
+def make_plan(payload: NotifyCollaboratorsPayload, ctx: StepContext) -> Plan:
+    refs = Refs.of(payload, ctx.db, ctx.message_id)
+    stored = ctx.document(refs.event)
+    if stored is not None:
+        uids = [str(uid) for uid in stored.get("recipientIds") or []]
+        users = users_of(ctx, refs, uids)
+        event, is_new = stored, False
+    else:
+        users = users_of(ctx, refs, candidates_of(payload))
+        uids = [uid for uid in candidates_of(payload) if not muted(users[uid], payload)]
+        event = new_event(payload, ctx.message_id, uids, skipped=len(payload.collaboratorIds) - len(uids))
+        is_new = True
+    inboxes = ctx.reads.documents([refs.inbox(uid) for uid in uids])
+    recipients = [Recipient(uid, users[uid], refs.inbox(uid), inboxes[refs.inbox(uid).path]) for uid in uids]
+    return Plan(refs, event, is_new, recipients)
+
+
+def users_of(ctx: StepContext, refs: Refs, uids: Sequence[str]) -> dict[str, Data]:
+    """The users' documents as prefetched; those a stored event names beyond the payload's
+    collaborators (a replay with another list) are read in the transaction."""
+    unknown = [refs.user(uid) for uid in uids if refs.user(uid).path not in ctx.prefetched]
+    extra = ctx.reads.documents(unknown) if unknown else {}
+    found = {**ctx.prefetched, **extra}
+    return {uid: found.get(refs.user(uid).path) or {} for uid in uids}
+
+
+def preferences(user: Data) -> Data:
     prefs = user.get("notificationPreferences")
     return prefs if isinstance(prefs, dict) else {}
 
 
-def muted(user: dict[str, Any], payload: NotifyCollaboratorsPayload) -> bool:
+def muted(user: Data, payload: NotifyCollaboratorsPayload) -> bool:
     prefs = preferences(user)
     return payload.tripId in (prefs.get("mutedTrips") or []) or payload.event in (prefs.get("mutedEvents") or [])
 
 
-def new_event(
-    payload: NotifyCollaboratorsPayload, message_id: str, recipients: list[str], skipped: int
-) -> dict[str, Any]:
+def new_event(payload: NotifyCollaboratorsPayload, message_id: str, recipients: list[str], skipped: int) -> Data:
     return {
         "tripId": payload.tripId,
         "event": payload.event,
@@ -226,25 +227,39 @@ def new_event(
     }
 
 
-def first_writes(plan: Plan, ctx: JobContext, channels: Channels) -> list[Write]:
-    """The event record and the inbox entries that do not exist yet, created only if still
-    absent, so that two racing copies of one business event cannot both write them."""
+def new_inbox_entries(plan: Plan, message_id: str, channels: Channels) -> list[Write]:
+    """The inbox entries that do not exist yet, created only if still absent."""
     writes: list[Write] = []
-    webhook_on, email_on = channels.webhook is not None, channels.email is not None
-    if plan.is_new:
-        plan.event["webhook"] = channel_state(
-            "pending" if webhook_on else "skipped", None if webhook_on else "disabled"
-        )
-        writes.append(Write(plan.event_ref, plan.event, create=True))
     for recipient in plan.recipients:
         if recipient.inbox is None:
-            recipient.inbox = inbox_entry(plan, recipient, ctx.message_id, email_on=email_on)
+            recipient.inbox = inbox_entry(plan.event, recipient, message_id, email_on=channels.email is not None)
             writes.append(Write(recipient.ref, recipient.inbox, create=True))
     return writes
 
 
-def inbox_entry(plan: Plan, recipient: Recipient, message_id: str, *, email_on: bool) -> dict[str, Any]:
-    event = plan.event
+def take_deliveries(plan: Plan, ctx: StepContext) -> None:
+    """Make this message the one that sends the event's pending deliveries until its claim
+    runs out; another message holding them is waited for, so nothing is sent twice."""
+    holder = plan.event.get("deliveringBy") or {}
+    until = holder.get("until")
+    if holder.get("messageId") not in (None, ctx.message_id) and until is not None and until > ctx.attempt.now:
+        seconds = math.ceil((until - ctx.attempt.now).total_seconds())
+        raise Busy(max(1, seconds), "another message is delivering this event")
+    plan.event["deliveringBy"] = {"messageId": ctx.message_id, "until": ctx.attempt.lease_until}
+
+
+def event_writes(plan: Plan, delivering: bool) -> list[Write]:
+    """The event record, created only if still absent, so that two racing copies of one
+    business event cannot both write it; or, when this message takes its deliveries, who
+    delivers it."""
+    if plan.is_new:
+        return [Write(plan.refs.event, plan.event, create=True)]
+    if delivering:
+        return [Write(plan.refs.event, {"deliveringBy": plan.event["deliveringBy"]}, merge=True)]
+    return []
+
+
+def inbox_entry(event: Data, recipient: Recipient, message_id: str, *, email_on: bool) -> Data:
     return {
         "tripId": event["tripId"],
         "event": event["event"],
@@ -258,7 +273,7 @@ def inbox_entry(plan: Plan, recipient: Recipient, message_id: str, *, email_on: 
     }
 
 
-def initial_email_state(user: dict[str, Any], *, email_on: bool) -> dict[str, Any]:
+def initial_email_state(user: Data, *, email_on: bool) -> DeliveryState:
     if not email_on:
         return channel_state("skipped", "disabled")
     if preferences(user).get("email") is False:
@@ -268,83 +283,72 @@ def initial_email_state(user: dict[str, Any], *, email_on: bool) -> dict[str, An
     return channel_state("pending", None)
 
 
-def channel_state(status: str, reason: str | None) -> dict[str, Any]:
-    return {"status": status, "reason": reason, "attempts": 0, "lastError": None, "sentAt": None}
+# ---------------------------------------------------------------- the job
 
 
-def deliver(plan: Plan, channels: Channels) -> tuple[list[Write], int]:
-    """Attempt every pending delivery; the writes recording the outcomes, and how many
-    deliveries are still pending (temporarily failed)."""
-    writes: list[Write] = []
-    if channels.email is not None:
-        writes.extend(deliver_emails(plan, channels.email))
-    if channels.webhook is not None:
-        writes.extend(deliver_webhook(plan, channels.webhook))
-    pending = sum(1 for recipient in plan.recipients if email_state(recipient).get("status") == "pending")
-    pending += int(channels.webhook is not None and plan.event["webhook"]["status"] == "pending")
-    return writes, pending
+def step(payload: NotifyCollaboratorsPayload, ctx: StepContext) -> Done | Proceed:
+    channels = Channels.from_settings(ctx.settings)
+    plan = make_plan(payload, ctx)
+    if plan.is_new:
+        webhook_on = channels.webhook is not None
+        plan.event["webhook"] = channel_state(
+            "pending" if webhook_on else "skipped", None if webhook_on else "disabled"
+        )
+    inbox_writes = new_inbox_entries(plan, ctx.message_id, channels)
+    delivering = plan.pending(channels) > 0
+    if delivering:
+        take_deliveries(plan, ctx)
+    writes = [*event_writes(plan, delivering), *inbox_writes]
+    return Proceed(writes, plan) if delivering else Done(writes, summary(plan, channels))
 
 
-def email_state(recipient: Recipient) -> dict[str, Any]:
-    state: dict[str, Any] = ((recipient.inbox or {}).get("delivery") or {}).get("email") or {}
-    return state
+def finish(payload: NotifyCollaboratorsPayload, plan: Plan, ctx: JobContext) -> JobResult:
+    """Attempt every pending delivery; the outcomes commit with the success mark, or with
+    the failure when some must be tried again, and either way the event is let go."""
+    channels = Channels.from_settings(ctx.settings)
+    writes = deliver_emails(plan, channels.email) if channels.email else []
+    if channels.webhook:
+        deliver_webhook(plan, channels.webhook)
+    writes.append(Write(plan.refs.event, {"webhook": plan.event["webhook"], "deliveringBy": None}, merge=True))
+    pending = plan.pending(channels)
+    if pending:
+        raise RetryLater(f"{pending} deliveries failed temporarily", writes)
+    return JobResult(result=summary(plan, channels), writes=writes)
 
 
-def deliver_emails(plan: Plan, channel: EmailChannel) -> Iterable[Write]:
-    due = [recipient for recipient in plan.recipients if email_state(recipient).get("status") == "pending"]
-    if not due:
-        return []
+def deliver_emails(plan: Plan, channel: EmailChannel) -> list[Write]:
+    """Send every pending email over one connection; the writes recording the outcomes."""
+    due = [recipient for recipient in plan.recipients if is_pending(recipient.email)]
+    sendable = [recipient for recipient in due if recipient.user.get("email")]
+    sent = channel.send_all([email_for(plan, recipient, channel) for recipient in sendable])
+    results = {recipient.uid: result for recipient, result in zip(sendable, sent, strict=True)}
     writes = []
-    with mailer(channel.server, channel.sender, channel.unsubscribe_url, channel.timeout) as session:
-        for recipient in due:
-            state = send_email(session, plan, recipient, channel.sender)
-            recipient.inbox = {**(recipient.inbox or {}), "delivery": {"email": state}}
-            writes.append(Write(recipient.ref, {"delivery": {"email": state}}, merge=True))
+    for recipient in due:
+        result = results.get(recipient.uid)
+        no_address = {**recipient.email, "status": "skipped", "reason": "no_address"}
+        state = next_state(recipient.email, result) if result else no_address
+        recipient.inbox = {**(recipient.inbox or {}), "delivery": {"email": state}}
+        writes.append(Write(recipient.ref, {"delivery": {"email": state}}, merge=True))
     return writes
 
 
-def send_email(session: Mailer, plan: Plan, recipient: Recipient, sender: str) -> dict[str, Any]:
-    address = recipient.user.get("email")
-    if not address:
-        return {**email_state(recipient), "status": "skipped", "reason": "no_address"}
+def email_for(plan: Plan, recipient: Recipient, channel: EmailChannel) -> Email:
     event = plan.event
-    email = Email(
-        to=str(address),
+    return Email(
+        to=str(recipient.user["email"]),
         subject=SUBJECTS.get(str(event["event"]), "A trip changed"),
         text=f"{event['message']}\n\nTrip: {event['tripId']}\n",
-        message_id=f"<{recipient.ref.id}@{sender_domain(sender)}>",
+        message_id=message_id_for(recipient.ref.id, channel.sender),
     )
-    return next_state(email_state(recipient), session.send(email))
 
 
-def sender_domain(sender: str) -> str:
-    address = parseaddr(sender)[1]
-    return address.rpartition("@")[2] or "localhost"
-
-
-def next_state(state: dict[str, Any], result: SendResult) -> dict[str, Any]:
-    status = {"sent": "sent", "failed": "failed", "retry": "pending"}[result.outcome]
-    return {
-        **state,
-        "status": status,
-        "attempts": int(state.get("attempts") or 0) + 1,
-        "lastError": result.error,
-        "sentAt": datetime.now(UTC) if status == "sent" else state.get("sentAt"),
-    }
-
-
-def deliver_webhook(plan: Plan, channel: WebhookChannel) -> list[Write]:
+def deliver_webhook(plan: Plan, channel: WebhookChannel) -> None:
     state = plan.event["webhook"]
-    if state["status"] != "pending":
-        return []
-    result = post_webhook(
-        channel.url, channel.secret, webhook_id=plan.key, payload=webhook_body(plan.event), timeout=channel.timeout
-    )
-    plan.event["webhook"] = next_state(state, result)
-    return [Write(plan.event_ref, {"webhook": plan.event["webhook"]}, merge=True)]
+    if is_pending(state):
+        plan.event["webhook"] = next_state(state, channel.post(plan.refs.key, webhook_body(plan.event)))
 
 
-def webhook_body(event: dict[str, Any]) -> dict[str, Any]:
+def webhook_body(event: Data) -> dict[str, Any]:
     occurred: datetime = event["occurredAt"]
     return {
         "type": event["event"],
@@ -354,6 +358,9 @@ def webhook_body(event: dict[str, Any]) -> dict[str, Any]:
         "actorId": event.get("actorId"),
         "occurredAt": occurred.astimezone(UTC).isoformat().replace("+00:00", "Z"),
     }
+
+
+# ---------------------------------------------------------------- the result
 
 
 class EmailCounts(BaseModel):
@@ -374,7 +381,7 @@ class NotifyCollaboratorsResult(BaseModel):
 def summary(plan: Plan, channels: Channels) -> dict[str, Any]:
     email: EmailCounts | Literal["disabled"] = "disabled"
     if channels.email is not None:
-        statuses = [email_state(recipient).get("status") for recipient in plan.recipients]
+        statuses = [recipient.email.get("status") for recipient in plan.recipients]
         email = EmailCounts(
             sent=statuses.count("sent"), failed=statuses.count("failed"), skipped=statuses.count("skipped")
         )
@@ -396,5 +403,8 @@ JOB = JobSpec(
     name="notify-collaborators",
     payload_model=NotifyCollaboratorsPayload,
     result_model=NotifyCollaboratorsResult,
-    run=notify,
+    prefetch=prefetch,
+    reads=reads,
+    step=step,
+    finish=finish,
 )

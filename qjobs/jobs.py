@@ -1,26 +1,42 @@
-"""What a job is to the pipeline: a payload model and a function that does the work.
+"""What a job is to the pipeline.
 
-A job knows nothing of HTTP, signatures or the ledger. It either hands its Firestore
-writes back (the pipeline commits them atomically with the ledger's `succeeded` mark) or,
-when the work is too large for one commit, commits pages itself through
-`JobContext.commit_page`, each page fenced by the claim, and hands back only the last.
+A job knows nothing of HTTP, signatures or the ledger. It names the documents it needs,
+and its `step` decides, from what was read, what to write: the pipeline runs the step
+inside the one transaction that also claims the message, so the job's writes commit
+atomically with the ledger's mark and its token, in one commit.
+
+- A job whose effects are only Firestore writes answers `Done`: its writes and its
+  result; the message is finished in that commit and never shows `running`.
+- A job with effects outside Firestore (an email, a webhook) or more work than one commit
+  answers `Proceed`: its first writes commit with a claim (status `running`, a lease), then
+  `finish` runs outside the transaction and its writes commit with the success mark,
+  fenced by the claim so that an attempt that outlived its lease can write nothing.
+
+`step` runs inside a transaction, which Firestore may run again under contention: it
+reads only through its context and has no side effects of its own.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 
 from google.cloud import firestore
+from google.cloud.firestore_v1.base_document import DocumentSnapshot
 from google.cloud.firestore_v1.batch import WriteBatch
 from google.cloud.firestore_v1.document import DocumentReference
+from google.cloud.firestore_v1.query import Query
 from google.cloud.firestore_v1.transaction import Transaction
 from pydantic import BaseModel
 
 from qjobs.config import Settings
+from qjobs.firestore_writes import set_write
 
 MAX_WRITES_PER_COMMIT = 500
 
 PayloadT = TypeVar("PayloadT", bound=BaseModel)
+ValueT = TypeVar("ValueT")
+Data = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -37,26 +53,107 @@ class Write:
     def apply(self, target: WriteBatch | Transaction) -> None:
         if self.data is None:
             target.delete(self.ref)
+            return
+        built = set_write(self.ref, self.data, merge=self.merge, create=self.create)
+        if built is not None:
+            target._add_write_pbs([built])
         elif self.create:
             target.create(self.ref, self.data)
         else:
             target.set(self.ref, self.data, merge=self.merge)
 
 
+class Reads(Protocol):
+    """Reads through the transaction a step or a page runs in. Each document is read at
+    most once per transaction: the ones the job declared come with the first read."""
+
+    def documents(self, refs: Sequence[DocumentReference]) -> dict[str, Data | None]:
+        """The documents' data by path (None for a missing one); one BatchGet for those
+        not read yet in this transaction, none if all were."""
+        ...
+
+    def query(self, query: Query) -> list[DocumentSnapshot[Any]]: ...
+
+
+@dataclass(frozen=True)
+class Attempt:
+    number: int
+    """1 for a message never seen, then one more per earlier attempt that failed or was
+    given back."""
+    now: datetime
+    lease_until: datetime
+    """When a claim this attempt takes (by proceeding) would run out."""
+
+
+@dataclass(frozen=True)
+class StepContext:
+    settings: Settings
+    db: firestore.Client
+    message_id: str
+    attempt: Attempt
+    reads: Reads
+    prefetched: Mapping[str, Data | None]
+    """Documents the job's `prefetch` named, read by path without isolation before the
+    transaction (a user's settings, say): never locked by the job's transaction."""
+
+    def document(self, ref: DocumentReference) -> Data | None:
+        """A document the job declared in `reads` (no round trip), or read now if not."""
+        return self.reads.documents([ref])[ref.path]
+
+
+@dataclass(frozen=True)
+class Done:
+    """The job is finished: commit its writes with the success mark and `result`."""
+
+    writes: list[Write]
+    result: dict[str, Any]
+    """Stored in the ledger and answered to duplicates: keep it small."""
+
+
+@dataclass(frozen=True)
+class Proceed:
+    """Commit `writes` with a claim on the message, then call `finish(payload, state, ctx)`."""
+
+    writes: list[Write]
+    state: Any = None
+
+
 @dataclass
 class JobResult:
-    """`result` is stored in the ledger and answered to duplicates: keep it small."""
+    """What `finish` hands back: its last writes, committed with the success mark."""
 
     result: dict[str, Any] = field(default_factory=dict)
     writes: list[Write] = field(default_factory=list)
+
+
+class Busy(Exception):
+    """Raised by `step` when another message is doing this business event's work (a
+    dead-letter replay racing its original, say): nothing is written, and the delivery is
+    answered `409` with `Retry-After`, so it comes back when that work is done."""
+
+    def __init__(self, retry_after_seconds: int, reason: str) -> None:
+        super().__init__(reason)
+        self.retry_after_seconds = retry_after_seconds
+
+
+class RetryLater(Exception):
+    """Raised by `finish` when part of the work failed for a reason a retry can fix: its
+    `writes` (the outcomes so far) commit with the failure, and QStash retries."""
+
+    def __init__(self, message: str, writes: list[Write]) -> None:
+        super().__init__(message)
+        self.writes = writes
+
+
+class JobStopped(Exception):
+    """Raised by `finish` when `should_stop()` turned true between two pieces of work."""
 
 
 class PageCommitter(Protocol):
     def __call__(self, writes: list[Write]) -> None: ...
 
 
-ValueT = TypeVar("ValueT")
-PageBuilder = Callable[[Transaction], tuple[list[Write], ValueT]]
+PageBuilder = Callable[[Reads], tuple[list[Write], ValueT]]
 
 
 class PageTransactor(Protocol):
@@ -65,6 +162,8 @@ class PageTransactor(Protocol):
 
 @dataclass(frozen=True)
 class JobContext:
+    """What `finish` works with, outside the transaction, under the claim."""
+
     settings: Settings
     db: firestore.Client
     message_id: str
@@ -76,9 +175,25 @@ class JobContext:
     """Commit writes now, atomically with a renewal of the claim's lease; refused (and the
     job stopped) if another attempt has taken the message over."""
     transact_page: PageTransactor
-    """Like `commit_page`, for a page whose content depends on what it reads: `build` does
-    the reads through the transaction (and nothing else: it may run several times) and
-    returns the writes and a value; they commit atomically with the lease renewal."""
+    """Like `commit_page`, for a page whose content depends on what it reads: `build` reads
+    through the given `Reads` (and nothing else: it may run several times) and returns the
+    writes and a value; they commit atomically with the lease renewal."""
+    should_stop: Callable[[], bool]
+    """True once the instance is shutting down: a job working in pieces stops between two
+    of them (raising `JobStopped`) and lets QStash's retry carry on from what it committed."""
+
+
+def no_documents(payload: Any, ctx: "ReadContext") -> list[DocumentReference]:
+    return []
+
+
+@dataclass(frozen=True)
+class ReadContext:
+    """What a job knows when it names the documents it needs."""
+
+    settings: Settings
+    db: firestore.Client
+    message_id: str
 
 
 @dataclass(frozen=True)
@@ -86,5 +201,11 @@ class JobSpec(Generic[PayloadT]):
     name: str
     payload_model: type[PayloadT]
     result_model: type[BaseModel]
-    """The shape of `JobResult.result`, published in docs/openapi.yaml."""
-    run: Callable[[PayloadT, JobContext], JobResult]
+    """The shape of the result, published in docs/openapi.yaml."""
+    reads: Callable[[PayloadT, ReadContext], Sequence[DocumentReference]]
+    """Documents `step` needs, read in the transaction's first BatchGet with the ledger entry."""
+    step: Callable[[PayloadT, StepContext], Done | Proceed]
+    prefetch: Callable[[PayloadT, ReadContext], Sequence[DocumentReference]] = no_documents
+    """Documents read before the transaction, in the same round trip as the duplicate check."""
+    finish: Callable[[PayloadT, Any, JobContext], JobResult] | None = None
+    """Required when `step` can answer `Proceed`."""

@@ -1,34 +1,38 @@
 """The ledger (`jobs/{messageId}`) that makes at-least-once deliveries run exactly once.
 
-A delivery claims its message in a transaction; the claim carries a fresh token and a
-lease. Every later write of that attempt (pages, the outcome) is a precondition-guarded
-update of the ledger document, conditioned on the update time the attempt last wrote, so
-an attempt that outlived its lease and was taken over can no longer write anything: one
-round trip per commit, no extra read. The `jti` of every accepted token is recorded with
-the claim, so a captured request re-sent under a new message id is refused.
+A message is decided in one transaction (qjobs.claim) that reads its entry and marks it:
+`succeeded` with the job's writes, or `running` with a claim (a fresh token and a lease)
+for a job that continues outside the transaction. Every later write of a claimed attempt
+(pages, the outcome) is a precondition-guarded update of the entry, conditioned on the
+update time the attempt last wrote, so an attempt that outlived its lease and was taken
+over can no longer write anything: one round trip per commit, no extra read. The `jti` of
+every accepted token is recorded with the mark, so a captured request re-sent under a new
+message id is refused.
 """
 
 import hashlib
 import math
-import random
-import secrets
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.api_core import exceptions
 from google.cloud import firestore
-from google.cloud.firestore_v1.base_document import DocumentSnapshot
+from google.cloud.firestore_v1.batch import WriteBatch
 from google.cloud.firestore_v1.document import DocumentReference
+from google.cloud.firestore_v1.transaction import Transaction
 
-from qjobs.jobs import MAX_WRITES_PER_COMMIT, PageBuilder, ValueT, Write
+from qjobs.firestore_writes import fenced_update
+from qjobs.jobs import MAX_WRITES_PER_COMMIT, Data, PageBuilder, ValueT, Write
+from qjobs.transactions import TransactionReads, by_path, data_of, read_one, run_transaction
 
 RUNNING, SUCCEEDED, FAILED, REJECTED = "running", "succeeded", "failed", "rejected"
 CONTENTION_RETRY_AFTER_SECONDS = 2
 PAGE_ATTEMPTS = 5
-CLAIM_ATTEMPTS = 2
+CLAIM_ATTEMPTS = 3
+LEDGER_WRITES = 2
+"""The entry and the token entry share a commit with the job's writes."""
 
 
 @dataclass(frozen=True)
@@ -97,20 +101,16 @@ def body_sha256(body: bytes) -> str:
     return hashlib.sha256(body).hexdigest()
 
 
-def decide(entry: dict[str, Any] | None, delivery: Delivery, now: datetime) -> int:
-    """The attempt number to claim with, or the ledger's answer raised."""
+def decide(entry: Data | None, delivery: Delivery, now: datetime) -> int:
+    """The attempt number to take the message with, or the ledger's answer raised."""
     if entry is None:
         return 1
     answer_finished(entry, delivery)
-    if entry.get("status") == RUNNING:
-        lease = entry.get("leaseExpiresAt")
-        if lease is not None and lease > now:
-            remaining = math.ceil((lease - now).total_seconds())
-            raise InProgress(max(1, remaining), "another attempt holds the lease")
+    raise_if_running(entry, now)
     return int(entry.get("attempts", 0)) + 1
 
 
-def answer_finished(entry: dict[str, Any], delivery: Delivery) -> None:
+def answer_finished(entry: Data, delivery: Delivery) -> None:
     """Raise the stored answer when the message is finished or its id was reused."""
     if entry.get("bodySha256") != delivery.body_sha256 or entry.get("job") != delivery.job:
         raise MessageIdReused("the message id was already used for another body or job")
@@ -119,6 +119,20 @@ def answer_finished(entry: dict[str, Any], delivery: Delivery) -> None:
     if entry.get("status") == REJECTED:
         error = entry.get("lastError") or {}
         raise AlreadyRejected(str(error.get("code", "rejected")), str(error.get("message", "")))
+
+
+def raise_if_running(entry: Data, now: datetime) -> None:
+    """Another attempt holds a lease that has not run out yet."""
+    lease = entry.get("leaseExpiresAt")
+    if entry.get("status") == RUNNING and lease is not None and lease > now:
+        remaining = math.ceil((lease - now).total_seconds())
+        raise InProgress(max(1, remaining), "another attempt holds the lease")
+
+
+def check_commit_size(writes: Sequence[Write], ledger_writes: int = 1) -> None:
+    """A job's writes share a commit with the ledger's, and Firestore takes 500."""
+    if len(writes) + ledger_writes > MAX_WRITES_PER_COMMIT:
+        raise ValueError(f"{len(writes)} writes do not fit one commit; commit them in pages")
 
 
 class Ledger:
@@ -147,147 +161,74 @@ class Ledger:
     def token_ref(self, jti: str) -> DocumentReference:
         return self.db.collection(self.token_collection).document(token_doc_id(jti))
 
-    def answer_if_finished(self, delivery: Delivery) -> None:
-        """One plain read: most duplicates are copies of a finished message."""
-        snapshot = self.entry_ref(delivery.message_id).get(**self.rpc)
-        if snapshot.exists:
-            answer_finished(snapshot.to_dict() or {}, delivery)
+    # ------------------------------------------------------------ before the transaction
 
-    def claim(self, delivery: Delivery) -> Claim:
-        token = secrets.token_urlsafe(16)
-        try:
-            attempt, transaction = self._transact(lambda tx: self._claim_in(tx, delivery, token), CLAIM_ATTEMPTS)
-        except (exceptions.Aborted, ValueError) as error:
-            if is_contention(error):
-                raise InProgress(CONTENTION_RETRY_AFTER_SECONDS, "contended") from None
-            raise
-        results = transaction.write_results or []
-        return Claim(delivery, token, attempt, results[0].update_time)
+    def preread(self, delivery: Delivery, refs: Sequence[DocumentReference]) -> dict[str, Data | None]:
+        """One plain read: the entry, to answer a copy of a finished message (or one whose
+        lease is held) without a transaction, and `refs` (documents that need no isolation),
+        whose data it returns by path.
 
-    def _transact(self, function: Callable[[Any], ValueT], attempts: int) -> tuple[ValueT, Any]:
-        """Run `function` in a transaction, again (after a jittered pause) when a read inside
-        it was aborted by contention, which the client itself retries only at commit."""
-        for attempt in range(1, attempts + 1):
-            transaction = self.db.transaction()
-            try:
-                value: ValueT = firestore.transactional(function)(transaction)
-            except (exceptions.Aborted, ValueError) as error:
-                if attempt == attempts or not is_contention(error):
-                    raise
-                time.sleep(random.uniform(0.05, 0.25) * attempt)  # noqa: S311 - jitter, not security
-                continue
-            return value, transaction
-        raise AssertionError("unreachable")
+        A first delivery (`Upstash-Retried: 0`) is almost always new, so `refs` come in the
+        same BatchGet. A retry is most often a copy of a message that finished but whose
+        answer was lost: the entry alone, in a unary read (no stream to set up), and `refs`
+        in a second read only if the message is not finished after all."""
+        entry_ref = self.entry_ref(delivery.message_id)
+        if refs and delivery.retried == 0:
+            snapshots = by_path(self.db.get_all([entry_ref, *refs], **self.rpc))
+            self._answer_if_decided(data_of(snapshots.get(entry_ref.path)), delivery)
+            return {ref.path: data_of(snapshots.get(ref.path)) for ref in refs}
+        self._answer_if_decided(read_one(self.db, entry_ref, self.rpc), delivery)
+        if not refs:
+            return {}
+        return {path: data_of(snapshot) for path, snapshot in by_path(self.db.get_all(list(refs), **self.rpc)).items()}
 
-    def _claim_in(self, transaction: Any, delivery: Delivery, token: str) -> int:
-        entry_ref, token_ref = self.entry_ref(delivery.message_id), self.token_ref(delivery.jti)
-        snapshots = _by_path(transaction.get_all([entry_ref, token_ref], **self.rpc))
-        entry, used_token = snapshots[entry_ref.path], snapshots[token_ref.path]
-        if used_token.exists and (used_token.to_dict() or {}).get("messageId") != delivery.message_id:
-            raise TokenReplayed("the signature was already used for another message")
+    def _answer_if_decided(self, entry: Data | None, delivery: Delivery) -> None:
+        if entry is not None:
+            answer_finished(entry, delivery)
+            raise_if_running(entry, self.clock())
+
+    # ------------------------------------------------------------ the entry's fields
+
+    def entry_fields(self, delivery: Delivery, attempt: int, first_seen: datetime, status: str, **fields: Any) -> Data:
+        """The whole entry as one attempt leaves it; `fields` set what its outcome adds."""
         now = self.clock()
-        attempt = decide(entry.to_dict() if entry.exists else None, delivery, now)
-        first_seen = (entry.to_dict() or {}).get("firstSeenAt", now) if entry.exists else now
-        transaction.set(entry_ref, self._running_fields(delivery, token, attempt, first_seen, now))
-        if not used_token.exists:
-            transaction.set(
-                token_ref,
-                {"messageId": delivery.message_id, "expireAt": delivery.token_valid_until},
-            )
-        return attempt
-
-    def _running_fields(
-        self, delivery: Delivery, token: str, attempt: int, first_seen: datetime, now: datetime
-    ) -> dict[str, Any]:
         return {
             "job": delivery.job,
-            "status": RUNNING,
+            "status": status,
             "attempts": attempt,
             "retried": delivery.retried,
             "bodySha256": delivery.body_sha256,
-            "claimToken": token,
-            "leaseExpiresAt": now + self.lease,
+            "claimToken": None,
+            "leaseExpiresAt": None,
             "firstSeenAt": first_seen,
             "updatedAt": now,
-            "completedAt": None,
+            "completedAt": now if status in (SUCCEEDED, REJECTED) else None,
             "lastError": None,
             "result": None,
             "expireAt": now + self.retention,
+            **fields,
         }
+
+    def lease_ends(self) -> datetime:
+        return self.clock() + self.lease
+
+    # ------------------------------------------------------------ under a claim: fenced writes
 
     def commit_page(self, claim: Claim, writes: list[Write]) -> None:
         now = self.clock()
         self._fenced_commit(claim, writes, {"updatedAt": now, "leaseExpiresAt": now + self.lease})
 
     def succeed(self, claim: Claim, writes: list[Write], result: dict[str, Any]) -> None:
-        now = self.clock()
-        self._fenced_commit(
-            claim,
-            writes,
-            {
-                "status": SUCCEEDED,
-                "result": result,
-                "completedAt": now,
-                "updatedAt": now,
-                "leaseExpiresAt": None,
-                "expireAt": now + self.retention,
-            },
-            ends_claim=True,
-        )
+        self._end(claim, writes, SUCCEEDED, result=result)
 
     def reject(self, claim: Claim, code: str, message: str) -> None:
-        now = self.clock()
-        self._fenced_commit(
-            claim,
-            [],
-            {
-                "status": REJECTED,
-                "lastError": {"code": code, "message": message},
-                "completedAt": now,
-                "updatedAt": now,
-                "leaseExpiresAt": None,
-                "expireAt": now + self.retention,
-            },
-            ends_claim=True,
-        )
+        self._end(claim, [], REJECTED, lastError={"code": code, "message": message})
 
-    def fail(self, claim: Claim, code: str, message: str) -> None:
-        """Give the message back for QStash's retry: the lease ends now, and so does the
-        claim (a run still going, say at shutdown, can no longer commit)."""
-        now = self.clock()
-        self._fenced_commit(
-            claim,
-            [],
-            {
-                "status": FAILED,
-                "lastError": {"code": code, "message": message},
-                "updatedAt": now,
-                "leaseExpiresAt": now,
-            },
-            ends_claim=True,
-        )
-
-    def transact_page(self, claim: Claim, build: PageBuilder[ValueT]) -> ValueT:
-        if claim.ended:
-            raise ClaimLost("this attempt already gave the message back")
-        entry_ref = self.entry_ref(claim.delivery.message_id)
-
-        def page(transaction: Any) -> ValueT:
-            writes, value = build(transaction)
-            check_commit_size(writes)
-            for write in writes:
-                write.apply(transaction)
-            now = self.clock()
-            fence = self.db.write_option(last_update_time=claim.update_time)
-            transaction.update(entry_ref, {"updatedAt": now, "leaseExpiresAt": now + self.lease}, option=fence)
-            return value
-
-        try:
-            value, transaction = self._transact(page, PAGE_ATTEMPTS)
-        except exceptions.FailedPrecondition:
-            raise ClaimLost("another attempt took this message over") from None
-        claim.update_time = (transaction.write_results or [])[-1].update_time
-        return value
+    def fail(self, claim: Claim, code: str, message: str, writes: list[Write] | None = None) -> None:
+        """Give the message back for QStash's retry, with the outcomes so far in `writes`:
+        the lease ends now, and so does the claim (a run still going, say at shutdown,
+        can no longer commit)."""
+        self._end(claim, writes or [], FAILED, lastError={"code": code, "message": message})
 
     def release(self, claim: Claim, reason: str) -> bool:
         """Give back the lease of a run this process abandons; False when the run had
@@ -298,8 +239,15 @@ class Ledger:
             return False
         return True
 
+    def _end(self, claim: Claim, writes: list[Write], status: str, **fields: Any) -> None:
+        now = self.clock()
+        ended = {"status": status, "updatedAt": now, "leaseExpiresAt": now if status == FAILED else None, **fields}
+        if status != FAILED:
+            ended.update(completedAt=now, expireAt=now + self.retention)
+        self._fenced_commit(claim, writes, ended, ends_claim=True)
+
     def _fenced_commit(
-        self, claim: Claim, writes: list[Write], ledger_fields: dict[str, Any], *, ends_claim: bool = False
+        self, claim: Claim, writes: list[Write], ledger_fields: Data, *, ends_claim: bool = False
     ) -> None:
         if claim.ended:
             raise ClaimLost("this attempt already gave the message back")
@@ -307,8 +255,7 @@ class Ledger:
         batch = self.db.batch()
         for write in writes:
             write.apply(batch)
-        fence = self.db.write_option(last_update_time=claim.update_time)
-        batch.update(self.entry_ref(claim.delivery.message_id), ledger_fields, option=fence)
+        self._fenced_update(batch, claim, ledger_fields)
         try:
             results = batch.commit(**self.rpc)
         except exceptions.FailedPrecondition:
@@ -317,18 +264,31 @@ class Ledger:
         if not ends_claim:
             claim.update_time = results[-1].update_time
 
+    def _fenced_update(self, target: WriteBatch | Transaction, claim: Claim, fields: Data) -> None:
+        """Update the entry only while it is as this attempt last wrote it."""
+        ref = self.entry_ref(claim.delivery.message_id)
+        built = fenced_update(ref, fields, claim.update_time)
+        if built is not None:
+            target._add_write_pbs([built])
+        else:
+            target.update(ref, fields, option=self.db.write_option(last_update_time=claim.update_time))
 
-def is_contention(error: Exception) -> bool:
-    """The client retries `Aborted` only at commit; a read that waited too long on another
-    transaction's lock raises it from inside the transaction instead."""
-    return isinstance(error, exceptions.Aborted) or isinstance(error.__cause__, exceptions.Aborted)
+    def transact_page(self, claim: Claim, build: PageBuilder[ValueT]) -> ValueT:
+        if claim.ended:
+            raise ClaimLost("this attempt already gave the message back")
 
+        def page(reads: TransactionReads) -> ValueT:
+            writes, value = build(reads)
+            check_commit_size(writes)
+            for write in writes:
+                write.apply(reads.transaction)
+            now = self.clock()
+            self._fenced_update(reads.transaction, claim, {"updatedAt": now, "leaseExpiresAt": now + self.lease})
+            return value
 
-def check_commit_size(writes: list[Write]) -> None:
-    """A job's writes share a commit with the ledger's update, and Firestore takes 500."""
-    if len(writes) + 1 > MAX_WRITES_PER_COMMIT:
-        raise ValueError(f"{len(writes)} writes do not fit one commit; commit them in pages")
-
-
-def _by_path(snapshots: Iterable[DocumentSnapshot[Any]]) -> dict[str, DocumentSnapshot[Any]]:
-    return {snapshot.reference.path: snapshot for snapshot in snapshots}
+        try:
+            value, transaction = run_transaction(self.db, self.rpc, page, PAGE_ATTEMPTS)
+        except exceptions.FailedPrecondition:
+            raise ClaimLost("another attempt took this message over") from None
+        claim.update_time = (transaction.write_results or [])[-1].update_time
+        return value

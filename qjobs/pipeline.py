@@ -18,12 +18,13 @@ from pydantic import BaseModel, ValidationError
 
 from qjobs import ledger as ledger_module
 from qjobs.config import Settings
-from qjobs.errors import ApiError, ErrorDetail, PermanentJobError, non_retryable
+from qjobs.errors import ApiError, ErrorDetail, non_retryable
 from qjobs.firestore_client import BoundedClient, RpcBudget
 from qjobs.http import error_response, header_detail, json_response, read_capped_body, signed_url
-from qjobs.jobs import JobContext, JobResult, JobSpec, PageBuilder, ValueT, Write
-from qjobs.ledger import Claim, ClaimLost, Delivery, Ledger
+from qjobs.jobs import JobSpec
+from qjobs.ledger import Delivery, Ledger
 from qjobs.logs import DeliveryLog, log_delivery
+from qjobs.runner import JobRunner, shutting_down
 from qjobs.safe_id import is_safe_id
 from qjobs.shutdown import ActiveRuns, Shutdown
 from qjobs.signature import SignatureError, VerifiedToken, verify_signature
@@ -96,7 +97,7 @@ class Pipeline:
         job = self._route(request)
         record.job = job.name
         if self.shutdown.draining.is_set():
-            raise ApiError(503, "shutting_down", "this instance is shutting down", headers={"Retry-After": "1"})
+            raise shutting_down()
         body = read_capped_body(request, self.settings.max_body_bytes)
         token = self._verify(request, body, record)
         message_id = require_message_id(request)
@@ -142,77 +143,12 @@ class Pipeline:
     def _run_once(
         self, job: JobSpec[Any], payload: BaseModel, delivery: Delivery, record: DeliveryLog
     ) -> flask.Response:
-        ledger = self.services.ledger()
+        runner = JobRunner(self.settings, self.services.ledger(), self.active, self.shutdown)
         try:
-            ledger.answer_if_finished(delivery)
-            claim = ledger.claim(delivery)
+            result = runner.run(job, payload, delivery, record)
         except ledger_module.LedgerAnswer as answer:
             return ledger_answer_response(answer, delivery, record)
-        record.attempt = claim.attempt
-        key = self.active.add(lambda: ledger.release(claim, "the instance shut down during the run"))
-        try:
-            return self._run_claimed(job, payload, ledger, claim, record)
-        finally:
-            self.active.remove(key)
-
-    def _run_claimed(
-        self, job: JobSpec[Any], payload: BaseModel, ledger: Ledger, claim: Claim, record: DeliveryLog
-    ) -> flask.Response:
-        try:
-            result = self._run_job(job, payload, ledger, claim, record)
-        except ClaimLost:
-            record.outcome = "claim_lost"
-            raise ApiError(
-                409, "claim_lost", "another attempt took this message over", headers={"Retry-After": "5"}
-            ) from None
-        record.outcome = "succeeded"
-        return json_response(200, success_body(claim.delivery.message_id, result, duplicate=False))
-
-    def _run_job(
-        self, job: JobSpec[Any], payload: BaseModel, ledger: Ledger, claim: Claim, record: DeliveryLog
-    ) -> JobResult:
-        """Run the job and commit its writes with the success mark; a failure of either is
-        recorded in the ledger before it is raised, so QStash's retry can claim at once."""
-        try:
-            result = job.run(payload, self._context(ledger, claim))
-            ledger.succeed(claim, result.writes, result.result)
-        except PermanentJobError as error:
-            ledger.reject(claim, error.code, error.message)
-            record.outcome, record.error = "rejected", error.code
-            raise non_retryable(error.code, error.message) from None
-        except ClaimLost:
-            raise
-        except Exception as error:
-            record.outcome = "failed"
-            record_failure(ledger, claim, error)
-            raise
-        return result
-
-    def _context(self, ledger: Ledger, claim: Claim) -> JobContext:
-        def commit_page(writes: list[Write]) -> None:
-            ledger.commit_page(claim, writes)
-
-        def transact_page(build: PageBuilder[ValueT]) -> ValueT:
-            return ledger.transact_page(claim, build)
-
-        return JobContext(
-            settings=self.settings,
-            db=ledger.db,
-            message_id=claim.delivery.message_id,
-            attempt=claim.attempt,
-            retried=claim.delivery.retried,
-            rpc=ledger.rpc,
-            commit_page=commit_page,
-            transact_page=transact_page,
-        )
-
-
-def record_failure(ledger: Ledger, claim: Claim, error: Exception) -> None:
-    """Best effort: if Firestore itself is what failed, the lease simply runs out."""
-    try:
-        ledger.fail(claim, "job_failed", type(error).__name__)
-    except Exception as unrecorded:
-        log.warning("could not record the failure", extra={"json_fields": {"error": type(unrecorded).__name__}})
+        return json_response(200, success_body(delivery.message_id, result, duplicate=False))
 
 
 def job_failed() -> ApiError:
@@ -292,8 +228,7 @@ def ledger_answer_response(
 ) -> flask.Response:
     if isinstance(answer, ledger_module.AlreadySucceeded):
         record.outcome = "duplicate"
-        body = success_body(delivery.message_id, JobResult(result=answer.result), duplicate=True)
-        return json_response(200, body)
+        return json_response(200, success_body(delivery.message_id, answer.result, duplicate=True))
     record.outcome = "refused"
     if isinstance(answer, ledger_module.AlreadyRejected):
         record.outcome = "rejected"
@@ -312,7 +247,7 @@ def ledger_answer_response(
     raise invalid_signature("replayed", str(answer))
 
 
-def success_body(message_id: str, result: JobResult, *, duplicate: bool) -> dict[str, Any]:
+def success_body(message_id: str, result: dict[str, Any], *, duplicate: bool) -> dict[str, Any]:
     body: dict[str, Any] = {"ok": True, "messageId": message_id, "duplicate": duplicate}
-    body.update((name, value) for name, value in result.result.items() if name not in body)
+    body.update((name, value) for name, value in result.items() if name not in body)
     return body

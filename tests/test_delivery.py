@@ -10,6 +10,7 @@ from flask.testing import FlaskClient
 from google.api_core import exceptions
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
+from google.cloud.firestore_v1.services.firestore.client import FirestoreClient
 from google.cloud.firestore_v1.transaction import Transaction
 
 from tests.conftest import AppFactory, Deliver
@@ -90,8 +91,13 @@ def test_a_contended_claim_is_409_with_retry_after_and_writes_nothing(
     """Firestore aborts a transaction that waited too long for a lock another holds, at a
     read inside it or at its commit; the claim must answer 409 (QStash retries), never 500."""
 
-    def aborted_read(*args: Any, **kwargs: Any) -> Any:
-        raise exceptions.Aborted("Transaction lock timeout")  # type: ignore[no-untyped-call]
+    read_documents = FirestoreClient.batch_get_documents
+
+    def aborted_read(api: FirestoreClient, request: Any = None, **kwargs: Any) -> Any:
+        """A read inside a transaction (one that begins it, or one in it) waits, then aborts."""
+        if isinstance(request, dict) and (request.get("new_transaction") or request.get("transaction")):
+            raise exceptions.Aborted("Transaction lock timeout")  # type: ignore[no-untyped-call]
+        return read_documents(api, request=request, **kwargs)
 
     def aborted_commit(transaction: Transaction) -> Any:
         """As the server does: the transaction ends, and the commit answers Aborted."""
@@ -100,7 +106,7 @@ def test_a_contended_claim_is_409_with_retry_after_and_writes_nothing(
         raise exceptions.Aborted("Transaction lock timeout")  # type: ignore[no-untyped-call]
 
     if contended == "read":
-        monkeypatch.setattr(Transaction, "get_all", aborted_read)
+        monkeypatch.setattr(FirestoreClient, "batch_get_documents", aborted_read)
     else:
         monkeypatch.setattr(Transaction, "_commit", aborted_commit)
     message_id = new_message_id()
@@ -186,18 +192,62 @@ def test_a_permanent_job_error_is_rejected_once_and_for_all(
     assert runs(db, "p") == 1 and counter(db, "p") == 0
 
 
-def test_concurrent_copies_on_threads_run_once(deliver: Deliver, make_client: AppFactory, db: firestore.Client) -> None:
+@pytest.mark.parametrize("mode", ["sleep", "pure"])
+def test_concurrent_copies_on_threads_run_once(
+    deliver: Deliver, make_client: AppFactory, db: firestore.Client, mode: str
+) -> None:
+    """A job under a claim (sleeping while it holds it) and a job done in its transaction."""
     message_id = new_message_id()
-    payload = {"marker": "threads", "mode": "sleep", "seconds": 0.3}
+    payload = {"marker": "threads", "mode": mode, "seconds": 0.3}
     client = make_client(PROBE_MAIN)
 
     def copy() -> Any:
         return retrying_409(lambda: deliver(PROBE, payload, message_id=message_id, test_client=client))
 
     answers = all_at_once([copy] * 4)
-    assert runs(db, "threads") == 1 and counter(db, "threads") == 1
+    assert runs(db, "threads") == (1 if mode == "sleep" else 0) and counter(db, "threads") == 1
     assert [answer.status_code for answer in answers] == [200] * 4
     assert sorted(answer.json["duplicate"] for answer in answers) == [False, True, True, True]
+
+
+def test_a_job_done_in_its_transaction_never_shows_running(
+    deliver: Deliver, probe_client: FlaskClient, db: firestore.Client
+) -> None:
+    message_id = new_message_id()
+    response = deliver(PROBE, {"marker": "pure", "mode": "pure"}, message_id=message_id, test_client=probe_client)
+    assert response.json == {"ok": True, "messageId": message_id, "duplicate": False, "marker": "pure", "attempt": 1}
+    entry = db.collection("jobs").document(message_id).get()
+    assert entry.create_time == entry.update_time, "the entry was written once, finished"
+    assert entry.get("status") == "succeeded" and entry.get("claimToken") is None and entry.get("attempts") == 1
+    assert counter(db, "pure") == 1
+
+
+def test_a_step_that_raises_writes_nothing_of_its_own_and_is_recorded_failed(
+    deliver: Deliver, probe_client: FlaskClient, db: firestore.Client
+) -> None:
+    message_id = new_message_id()
+    payload = {"marker": "pure-fail", "mode": "pure_fail"}
+    failed = deliver(PROBE, payload, message_id=message_id, test_client=probe_client)
+    assert error_of(failed)[:2] == (500, "job_failed")
+    entry = db.collection("jobs").document(message_id).get().to_dict() or {}
+    assert entry["status"] == "failed" and entry["attempts"] == 1 and entry["leaseExpiresAt"] is None
+    assert entry["lastError"] == {"code": "job_failed", "message": "RuntimeError"}
+    assert counter(db, "pure-fail") == 0 and len(list(db.collection("jobTokens").stream())) == 1
+    retried = deliver(PROBE, payload, message_id=message_id, retried=1, test_client=probe_client)
+    assert retried.status_code == 500 and db.collection("jobs").document(message_id).get().get("attempts") == 2
+
+
+def test_a_step_that_finds_the_message_can_never_succeed_is_rejected_in_its_transaction(
+    deliver: Deliver, probe_client: FlaskClient, db: firestore.Client
+) -> None:
+    message_id = new_message_id()
+    payload = {"marker": "pure-permanent", "mode": "pure_permanent"}
+    first = deliver(PROBE, payload, message_id=message_id, test_client=probe_client)
+    again = deliver(PROBE, payload, message_id=message_id, retried=1, test_client=probe_client)
+    assert error_of(first)[:2] == error_of(again)[:2] == (489, "probe_rejected")
+    entry = db.collection("jobs").document(message_id).get()
+    assert entry.create_time == entry.update_time and entry.get("status") == "rejected"
+    assert counter(db, "pure-permanent") == 0
 
 
 def test_after_sigterm_new_deliveries_are_turned_away(

@@ -6,11 +6,13 @@ from typing import Any
 import pytest
 from google.cloud import firestore
 
+from qjobs.claim import Claimed, claim_and_step
 from qjobs.firestore_client import RpcBudget
-from qjobs.jobs import Write
+from qjobs.jobs import Proceed, Write
 from qjobs.ledger import (
     AlreadyRejected,
     AlreadySucceeded,
+    Claim,
     ClaimLost,
     Delivery,
     InProgress,
@@ -35,6 +37,13 @@ class Clock:
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
+
+
+def take(ledger: Ledger, delivery: Delivery) -> Claim:
+    """Take the message for a job that proceeds under a claim (nothing of its own to write)."""
+    outcome = claim_and_step(ledger, delivery, [], lambda reads, attempt: Proceed([]))
+    assert isinstance(outcome, Claimed)
+    return outcome.claim
 
 
 @pytest.fixture
@@ -66,7 +75,7 @@ def entry(db: firestore.Client, message_id: str = "msg_1") -> dict[str, Any]:
 
 
 def test_a_claim_records_a_running_attempt(ledger: Ledger, db: firestore.Client, clock: Clock) -> None:
-    claim = ledger.claim(delivery(retried=2))
+    claim = take(ledger, delivery(retried=2))
     stored = entry(db)
     assert claim.attempt == 1
     assert stored["status"] == "running" and stored["attempts"] == 1 and stored["retried"] == 2
@@ -79,31 +88,31 @@ def test_a_claim_records_a_running_attempt(ledger: Ledger, db: firestore.Client,
 
 
 def test_success_commits_the_jobs_writes_with_the_mark(ledger: Ledger, db: firestore.Client) -> None:
-    claim = ledger.claim(delivery())
+    claim = take(ledger, delivery())
     ledger.succeed(claim, [Write(db.collection("things").document("a"), {"n": 1})], {"count": 1})
     assert entry(db)["status"] == "succeeded" and entry(db)["result"] == {"count": 1}
     assert db.collection("things").document("a").get().to_dict() == {"n": 1}
     with pytest.raises(AlreadySucceeded) as caught:
-        ledger.answer_if_finished(delivery(jti="jti-2"))
+        ledger.preread(delivery(jti="jti-2"), [])
     assert caught.value.result == {"count": 1}
     with pytest.raises(AlreadySucceeded):
-        ledger.claim(delivery(jti="jti-3"))
+        take(ledger, delivery(jti="jti-3"))
 
 
 def test_a_live_lease_answers_in_progress_with_the_time_left(ledger: Ledger, clock: Clock) -> None:
-    ledger.claim(delivery())
+    take(ledger, delivery())
     clock.advance(45.5)
     with pytest.raises(InProgress) as caught:
-        ledger.claim(delivery(jti="jti-2"))
+        take(ledger, delivery(jti="jti-2"))
     assert caught.value.retry_after_seconds == 15
 
 
 def test_an_expired_lease_is_taken_over_and_the_stale_run_is_fenced(
     ledger: Ledger, db: firestore.Client, clock: Clock
 ) -> None:
-    stale = ledger.claim(delivery())
+    stale = take(ledger, delivery())
     clock.advance(61)
-    fresh = ledger.claim(delivery(jti="jti-2"))
+    fresh = take(ledger, delivery(jti="jti-2"))
     assert fresh.attempt == 2
     with pytest.raises(ClaimLost):
         ledger.succeed(stale, [Write(db.collection("things").document("stale"), {"by": "stale"})], {})
@@ -123,10 +132,10 @@ def page_of(db: firestore.Client, name: str) -> Any:
 def test_a_page_transaction_of_a_taken_over_attempt_writes_nothing(
     ledger: Ledger, db: firestore.Client, clock: Clock
 ) -> None:
-    stale = ledger.claim(delivery())
+    stale = take(ledger, delivery())
     ledger.transact_page(stale, page_of(db, "stale-before"))
     clock.advance(61)
-    fresh = ledger.claim(delivery(jti="jti-2"))
+    fresh = take(ledger, delivery(jti="jti-2"))
     with pytest.raises(ClaimLost):
         ledger.transact_page(stale, page_of(db, "stale-after"))
     assert not db.collection("things").document("stale-after").get().exists
@@ -136,7 +145,7 @@ def test_a_page_transaction_of_a_taken_over_attempt_writes_nothing(
 
 
 def test_no_page_of_any_kind_commits_after_the_claim_was_given_back(ledger: Ledger, db: firestore.Client) -> None:
-    claim = ledger.claim(delivery())
+    claim = take(ledger, delivery())
     assert ledger.release(claim, "the instance shut down during the run")
     with pytest.raises(ClaimLost):
         ledger.transact_page(claim, page_of(db, "page-transaction"))
@@ -151,60 +160,60 @@ def test_no_page_of_any_kind_commits_after_the_claim_was_given_back(ledger: Ledg
 
 def test_first_seen_survives_every_later_claim(ledger: Ledger, db: firestore.Client, clock: Clock) -> None:
     first_seen = clock.now
-    ledger.fail(ledger.claim(delivery()), "job_failed", "RuntimeError")
+    ledger.fail(take(ledger, delivery()), "job_failed", "RuntimeError")
     clock.advance(30)
-    ledger.claim(delivery(jti="jti-2", retried=1))
+    take(ledger, delivery(jti="jti-2", retried=1))
     clock.advance(61)
-    taken_over = ledger.claim(delivery(jti="jti-3", retried=2))
+    taken_over = take(ledger, delivery(jti="jti-3", retried=2))
     assert taken_over.attempt == 3
     assert entry(db)["firstSeenAt"] == first_seen and entry(db)["updatedAt"] == clock.now
 
 
 def test_pages_renew_the_lease_and_keep_the_fence(ledger: Ledger, db: firestore.Client, clock: Clock) -> None:
-    claim = ledger.claim(delivery())
+    claim = take(ledger, delivery())
     clock.advance(50)
     ledger.commit_page(claim, [Write(db.collection("things").document("p1"), {"page": 1})])
     assert entry(db)["leaseExpiresAt"] == clock.now + timedelta(seconds=60)
     clock.advance(50)
     with pytest.raises(InProgress):
-        ledger.claim(delivery(jti="jti-2"))
+        take(ledger, delivery(jti="jti-2"))
     ledger.succeed(claim, [], {"pages": 1})
     assert entry(db)["status"] == "succeeded"
 
 
 def test_a_failed_attempt_is_retried_with_the_next_attempt_number(ledger: Ledger, db: firestore.Client) -> None:
-    first = ledger.claim(delivery())
+    first = take(ledger, delivery())
     ledger.fail(first, "job_failed", "RuntimeError")
     assert entry(db)["lastError"] == {"code": "job_failed", "message": "RuntimeError"}
-    second = ledger.claim(delivery(jti="jti-2", retried=1))
+    second = take(ledger, delivery(jti="jti-2", retried=1))
     assert second.attempt == 2 and entry(db)["retried"] == 1 and entry(db)["lastError"] is None
 
 
 def test_a_rejected_message_stays_rejected(ledger: Ledger) -> None:
-    ledger.reject(ledger.claim(delivery()), "not_found", "nothing there")
+    ledger.reject(take(ledger, delivery()), "not_found", "nothing there")
     with pytest.raises(AlreadyRejected) as caught:
-        ledger.answer_if_finished(delivery(jti="jti-2"))
+        ledger.preread(delivery(jti="jti-2"), [])
     assert (caught.value.code, caught.value.message) == ("not_found", "nothing there")
 
 
 def test_a_message_id_with_another_body_is_refused(ledger: Ledger) -> None:
-    ledger.succeed(ledger.claim(delivery()), [], {})
+    ledger.succeed(take(ledger, delivery()), [], {})
     with pytest.raises(MessageIdReused):
-        ledger.answer_if_finished(delivery(jti="jti-2", body=b'{"other": 1}'))
-    ledger.claim(delivery(message_id="msg_2", jti="jti-3"))
+        ledger.preread(delivery(jti="jti-2", body=b'{"other": 1}'), [])
+    take(ledger, delivery(message_id="msg_2", jti="jti-3"))
     with pytest.raises(MessageIdReused):
-        ledger.claim(delivery(message_id="msg_2", jti="jti-4", body=b"[]"))
+        take(ledger, delivery(message_id="msg_2", jti="jti-4", body=b"[]"))
 
 
 def test_a_token_opens_one_message_only(ledger: Ledger, db: firestore.Client) -> None:
-    ledger.succeed(ledger.claim(delivery()), [], {})
+    ledger.succeed(take(ledger, delivery()), [], {})
     with pytest.raises(TokenReplayed):
-        ledger.claim(delivery(message_id="msg_forged"))
+        take(ledger, delivery(message_id="msg_forged"))
     assert not db.collection("jobs").document("msg_forged").get().exists
 
 
 def test_a_commit_over_the_firestore_limit_is_refused_before_sending(ledger: Ledger, db: firestore.Client) -> None:
-    claim = ledger.claim(delivery())
+    claim = take(ledger, delivery())
     writes = [Write(db.collection("things").document(str(n)), {"n": n}) for n in range(500)]
     with pytest.raises(ValueError, match="pages"):
         ledger.succeed(claim, writes, {})

@@ -5,7 +5,9 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from tests.support import (
     CHANNELS_OFF,
     CURRENT_KEY,
+    MEMORY,
     NOTIFY,
     NOTIFY_PAYLOAD,
     PROBE,
@@ -25,6 +28,7 @@ from tests.support import (
     all_at_once,
     delivery_log_lines,
     encode,
+    error_of,
     in_background,
     new_message_id,
     qstash_headers,
@@ -121,6 +125,41 @@ def test_sigterm_gives_back_the_lease_of_an_abandoned_run(
     retried = post(successor, PROBE, payload, message_id=message_id, retried=1)
     assert retried.status_code == 200 and retried.json()["attempt"] == 2
     assert db.collection("counters").document("sigterm").get().get("runs") == 1
+
+
+def test_sigterm_stops_a_memory_sync_between_pages_and_the_retry_carries_on(
+    service_env: dict[str, str], db: firestore.Client, servers: list[Server], tmp_path: Path
+) -> None:
+    """A sync in one-message pages is stopped at the next page after SIGTERM, long before
+    the grace period ends; what it committed stays, and the retry starts from there."""
+    env = {**service_env, "SHUTDOWN_GRACE_SECONDS": "20", "MEMORY_SYNC_PAGE_SIZE": "1"}
+    db.collection("conversations").document("long").set({"userId": "u1"})
+    start = datetime(2026, 5, 1, tzinfo=UTC)
+    batch = db.batch()
+    for n in range(40):
+        ref = db.collection("conversations", "long", "messages").document(f"m{n:03d}")
+        batch.set(ref, {"role": "user", "content": "We love museums.", "createdAt": start + timedelta(minutes=n)})
+    batch.commit()
+    server = start_server(env, tmp_path / "stopping.log")
+    servers.append(server)
+    message_id, payload = new_message_id(), {"userId": "u1", "conversationId": "long", "syncType": "incremental"}
+    syncing = in_background(lambda: post(server, MEMORY, payload, message_id=message_id))
+    summary = db.collection("users/u1/conversationSummaries").document("long")
+    wait_until(lambda: (summary.get().to_dict() or {}).get("messageCount", 0) >= 2, "two pages committed")
+    stopped_at = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(timeout=30) == 0
+    assert time.monotonic() - stopped_at < 10, "the run stopped at a page boundary, not at the grace period's end"
+    assert error_of(syncing.result(timeout=30))[:2] == (503, "shutting_down")
+    entry = db.collection("jobs").document(message_id).get().to_dict() or {}
+    assert entry["status"] == "failed" and entry["lastError"]["code"] == "abandoned"
+    done_before = summary.get().get("messageCount")
+    assert 2 <= done_before < 40
+    successor = start_server(env, tmp_path / "successor.log")
+    servers.append(successor)
+    retried = post(successor, MEMORY, payload, message_id=message_id, retried=1)
+    assert retried.status_code == 200 and retried.json()["processedMessages"] == 40 - done_before
+    assert summary.get().get("messageCount") == 40
 
 
 def worker_pids(master: int) -> list[int]:

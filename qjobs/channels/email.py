@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from email.message import EmailMessage
-from email.utils import formatdate
+from email.utils import formatdate, parseaddr
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from qjobs.channels import SendResult
@@ -140,3 +140,24 @@ def classify(code: int, what: str) -> SendResult:
     if 500 <= code < 600:
         return SendResult("failed", f"{what} ({code})")
     return SendResult("retry", f"{what} ({code})")
+
+
+def message_id_for(notification_id: str, sender: str) -> str:
+    """Deterministic, so that a copy a crash made can be recognised by mail clients."""
+    domain = parseaddr(sender)[1].rpartition("@")[2] or "localhost"
+    return f"<{notification_id}@{domain}>"
+
+
+@dataclass(frozen=True)
+class EmailChannel:
+    server: SmtpServer
+    sender: str
+    unsubscribe_url: str | None
+    timeout: float
+
+    def send_all(self, emails: list[Email]) -> list[SendResult]:
+        """One connection for all of them; one outcome per email, in order."""
+        if not emails:
+            return []
+        with mailer(self.server, self.sender, self.unsubscribe_url, self.timeout) as session:
+            return [session.send(email) for email in emails]

@@ -7,6 +7,7 @@ receiver can drop the copy that a crash between its 2xx and our record could cau
 import json
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,6 +38,16 @@ def post_webhook(
     except (urllib.error.URLError, OSError) as error:
         return SendResult("retry", f"connection: {type(error).__name__}")
     return classify_status(status)
+
+
+@dataclass(frozen=True)
+class WebhookChannel:
+    url: str
+    secret: str
+    timeout: float
+
+    def post(self, webhook_id: str, payload: dict[str, Any]) -> SendResult:
+        return post_webhook(self.url, self.secret, webhook_id=webhook_id, payload=payload, timeout=self.timeout)
 
 
 def classify_status(status: int) -> SendResult:

@@ -4,8 +4,9 @@ tests and the benchmark.
 Every Firestore call of the Python client goes through one `_GapicCallable` per method;
 wrapping its `__call__` counts each RPC once, whatever layer above made it (a plain read,
 a transaction's begin, read or commit, a query). Documents read are the ones a
-`BatchGetDocuments` asks for (Firestore bills a read for a missing document too) and the
-ones a `RunQuery` returns; documents written are a `Commit`'s writes.
+`BatchGetDocuments` asks for (Firestore bills a read for a missing document too), the one
+of a `GetDocument` and the ones a `RunQuery` returns; documents written are a `Commit`'s
+writes.
 """
 
 import threading
@@ -86,7 +87,8 @@ def counting_rpcs() -> Iterator[RpcLog]:
         request = args[0] if args else kwargs.get("request")
         documents = list(getattr(request, "documents", None) or [])
         writes = list(getattr(request, "writes", None) or [])
-        log._record(name, read=len(documents) if name == "BatchGetDocuments" else 0, written=len(writes))
+        read = len(documents) if name == "BatchGetDocuments" else int(name == "GetDocument")
+        log._record(name, read=read, written=len(writes))
         response = original(self, *args, **kwargs)  # type: ignore[no-untyped-call]
         return _CountedStream(response, log) if name == "RunQuery" else response
 

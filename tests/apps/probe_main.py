@@ -1,5 +1,10 @@
 """An entry point like main.py with one extra job whose behaviour the payload chooses, so
-tests can make a job fail, sleep or page on demand through the real pipeline."""
+tests can make a job fail, sleep or page on demand through the real pipeline.
+
+In the `pure_*` modes the probe is a job whose effects are only Firestore writes (done in
+the claiming transaction); in the others it proceeds under a claim, and each run first
+leaves a `runs` document at once, like an external side effect.
+"""
 
 import os
 import time
@@ -8,26 +13,45 @@ from typing import Any, Literal
 
 import functions_framework
 from google.cloud import firestore
-from google.cloud.firestore_v1.transaction import Transaction
 from pydantic import BaseModel
 
 from handlers import ROUTES
 from qjobs.app import build_entry_point
 from qjobs.errors import PermanentJobError
-from qjobs.jobs import JobContext, JobResult, JobSpec, Write
+from qjobs.jobs import Done, JobContext, JobResult, JobSpec, Proceed, ReadContext, Reads, StepContext, Write
 
 PROBE_PATH = "/api/jobs/probe"
 
 
 class ProbePayload(BaseModel):
     marker: str
-    mode: Literal["ok", "fail", "permanent", "sleep", "sleep_first", "pages"] = "ok"
+    mode: Literal["ok", "fail", "permanent", "sleep", "sleep_first", "pages", "pure", "pure_fail", "pure_permanent"] = (
+        "ok"
+    )
     seconds: float = 0
     pages: int = 0
     pagesBy: Literal["commit", "transaction"] = "commit"
 
 
-def probe(payload: ProbePayload, ctx: JobContext) -> JobResult:
+def counter_increment(ctx: ReadContext | StepContext | JobContext, marker: str) -> Write:
+    return Write(ctx.db.collection("counters").document(marker), {"runs": firestore.Increment(1)}, merge=True)
+
+
+def reads(payload: ProbePayload, ctx: ReadContext) -> list[Any]:
+    return [ctx.db.collection("counters").document(payload.marker)]
+
+
+def step(payload: ProbePayload, ctx: StepContext) -> Done | Proceed:
+    if payload.mode == "pure_fail":
+        raise RuntimeError("probe failure")
+    if payload.mode == "pure_permanent":
+        raise PermanentJobError("probe_rejected", "the probe refuses this payload")
+    if payload.mode == "pure":
+        return Done([counter_increment(ctx, payload.marker)], {"marker": payload.marker, "attempt": ctx.attempt.number})
+    return Proceed([])
+
+
+def finish(payload: ProbePayload, state: Any, ctx: JobContext) -> JobResult:
     """Each run leaves a `runs` document at once (like an external side effect), then
     hands back an increment of `counters/{marker}` for the final commit."""
     ctx.db.collection("runs").add({"marker": payload.marker, "attempt": ctx.attempt, "pid": os.getpid()}, **ctx.rpc)
@@ -44,14 +68,13 @@ def probe(payload: ProbePayload, ctx: JobContext) -> JobResult:
             ctx.transact_page(page_of(write))
         else:
             ctx.commit_page([write])
-    counter = ctx.db.collection("counters").document(payload.marker)
     result: dict[str, Any] = {"marker": payload.marker, "attempt": ctx.attempt}
-    return JobResult(result=result, writes=[Write(counter, {"runs": firestore.Increment(1)}, merge=True)])
+    return JobResult(result=result, writes=[counter_increment(ctx, payload.marker)])
 
 
-def page_of(write: Write) -> Callable[[Transaction], tuple[list[Write], None]]:
+def page_of(write: Write) -> Callable[[Reads], tuple[list[Write], None]]:
     """A page transaction that reads nothing and commits one write."""
-    return lambda transaction: ([write], None)
+    return lambda reads: ([write], None)
 
 
 class ProbeResult(BaseModel):
@@ -59,6 +82,8 @@ class ProbeResult(BaseModel):
     attempt: int
 
 
-PROBE = JobSpec(name="probe", payload_model=ProbePayload, result_model=ProbeResult, run=probe)
+PROBE = JobSpec(
+    name="probe", payload_model=ProbePayload, result_model=ProbeResult, reads=reads, step=step, finish=finish
+)
 
 jobs = functions_framework.http(build_entry_point({**ROUTES, PROBE_PATH: PROBE}))
