@@ -18,8 +18,10 @@ RUN pip install --no-cache-dir --requirement requirements.txt
 COPY main.py ./
 COPY handlers/ handlers/
 COPY qjobs/ qjobs/
-
-RUN useradd --system --uid 10001 --no-create-home app
+# Bytecode now, not at every start: PYTHONDONTWRITEBYTECODE keeps each instance from
+# writing it, so without this every cold start compiles the sources (about 40 ms).
+RUN python -m compileall -q main.py handlers qjobs \
+    && useradd --system --uid 10001 --no-create-home app
 USER 10001
 
 CMD ["functions-framework", "--target=jobs", "--source=main.py"]

@@ -47,7 +47,7 @@ def app_environment(emulator: Emulator, port: int) -> dict[str, str]:
         "FIRESTORE_EMULATOR_HOST": emulator.host,
         "GOOGLE_CLOUD_PROJECT": PROJECT,
         "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
-        "LOG_LEVEL": "WARNING",
+        "LOG_LEVEL": "INFO",  # as in production: every delivery writes its log line
         "WORKERS": "1",
         "THREADS": "8",
     }

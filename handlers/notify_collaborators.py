@@ -13,24 +13,17 @@ outcomes commit with the success mark, or, when some failed for a reason a retry
 with the failure, so that QStash's retry attempts only what is still pending.
 """
 
-import hashlib
-import math
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from google.cloud import firestore
 from google.cloud.firestore_v1.document import DocumentReference
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 from pydantic_core import PydanticCustomError
 
-from qjobs.channels import DeliveryState, channel_state, is_pending, next_state
+from qjobs.channels import channel_state, is_pending
 from qjobs.channels.email import Email, EmailChannel, message_id_for
 from qjobs.channels.setup import Channels
-from qjobs.channels.webhook import WebhookChannel
 from qjobs.jobs import (
-    Busy,
     Data,
     Done,
     JobContext,
@@ -43,8 +36,17 @@ from qjobs.jobs import (
     Write,
 )
 from qjobs.safe_id import SafeId
+from qjobs.trip_events import (
+    Plan,
+    Recipient,
+    Refs,
+    candidates_of,
+    event_writes,
+    make_plan,
+    new_inbox_entries,
+    take_deliveries,
+)
 
-EVENTS_COLLECTION = "notificationEvents"
 MAX_RECIPIENTS = 100
 
 Event = Literal[
@@ -94,41 +96,7 @@ class NotifyCollaboratorsPayload(BaseModel):
     idempotencyKey: Annotated[str, StringConstraints(min_length=8, max_length=200)] | None = None
 
 
-def doc_id(*parts: str) -> str:
-    """A document id from any text: business keys may hold characters ids may not."""
-    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:40]
-
-
 # ---------------------------------------------------------------- what the job reads
-
-
-@dataclass(frozen=True)
-class Refs:
-    """The documents of one business event."""
-
-    db: firestore.Client
-    key: str
-
-    @classmethod
-    def of(cls, payload: NotifyCollaboratorsPayload, db: firestore.Client, message_id: str) -> "Refs":
-        return cls(db, payload.idempotencyKey or message_id)
-
-    @property
-    def event(self) -> DocumentReference:
-        ref: DocumentReference = self.db.collection(EVENTS_COLLECTION).document(doc_id(self.key))
-        return ref
-
-    def user(self, uid: str) -> DocumentReference:
-        ref: DocumentReference = self.db.collection("users").document(uid)
-        return ref
-
-    def inbox(self, uid: str) -> DocumentReference:
-        ref: DocumentReference = self.user(uid).collection("notifications").document(doc_id(self.key, uid))
-        return ref
-
-
-def candidates_of(payload: NotifyCollaboratorsPayload) -> list[str]:
-    return [uid for uid in payload.collaboratorIds if uid != payload.actorId]
 
 
 def prefetch(payload: NotifyCollaboratorsPayload, ctx: ReadContext) -> list[DocumentReference]:
@@ -144,143 +112,6 @@ def reads(payload: NotifyCollaboratorsPayload, ctx: ReadContext) -> list[Documen
 
 
 # ---------------------------------------------------------------- the plan
-
-
-@dataclass
-class Recipient:
-    uid: str
-    user: Data
-    ref: DocumentReference
-    inbox: Data | None
-    """The stored inbox entry, or None while it is still to be written."""
-
-    @property
-    def email(self) -> DeliveryState:
-        state: DeliveryState = ((self.inbox or {}).get("delivery") or {}).get("email") or {}
-        return state
-
-
-@dataclass
-class Plan:
-    """What this business event is and what of it is already done."""
-
-    refs: Refs
-    event: Data
-    is_new: bool
-    recipients: list[Recipient]
-    writes: list[Write] = field(default_factory=list)
-
-    def pending(self, channels: Channels) -> int:
-        """Deliveries still to attempt on the channels that are on (a channel turned off since
-        leaves its deliveries pending, and the event done)."""
-        emails = sum(1 for r in self.recipients if is_pending(r.email)) if channels.email else 0
-        return emails + int(channels.webhook is not None and is_pending(self.event.get("webhook")))
-
-
-def make_plan(payload: NotifyCollaboratorsPayload, ctx: StepContext) -> Plan:
-    refs = Refs.of(payload, ctx.db, ctx.message_id)
-    stored = ctx.document(refs.event)
-    if stored is not None:
-        uids = [str(uid) for uid in stored.get("recipientIds") or []]
-        users = users_of(ctx, refs, uids)
-        event, is_new = stored, False
-    else:
-        users = users_of(ctx, refs, candidates_of(payload))
-        uids = [uid for uid in candidates_of(payload) if not muted(users[uid], payload)]
-        event = new_event(payload, ctx.message_id, uids, skipped=len(payload.collaboratorIds) - len(uids))
-        is_new = True
-    inboxes = ctx.reads.documents([refs.inbox(uid) for uid in uids])
-    recipients = [Recipient(uid, users[uid], refs.inbox(uid), inboxes[refs.inbox(uid).path]) for uid in uids]
-    return Plan(refs, event, is_new, recipients)
-
-
-def users_of(ctx: StepContext, refs: Refs, uids: Sequence[str]) -> dict[str, Data]:
-    """The users' documents as prefetched; those a stored event names beyond the payload's
-    collaborators (a replay with another list) are read in the transaction."""
-    unknown = [refs.user(uid) for uid in uids if refs.user(uid).path not in ctx.prefetched]
-    extra = ctx.reads.documents(unknown) if unknown else {}
-    found = {**ctx.prefetched, **extra}
-    return {uid: found.get(refs.user(uid).path) or {} for uid in uids}
-
-
-def preferences(user: Data) -> Data:
-    prefs = user.get("notificationPreferences")
-    return prefs if isinstance(prefs, dict) else {}
-
-
-def muted(user: Data, payload: NotifyCollaboratorsPayload) -> bool:
-    prefs = preferences(user)
-    return payload.tripId in (prefs.get("mutedTrips") or []) or payload.event in (prefs.get("mutedEvents") or [])
-
-
-def new_event(payload: NotifyCollaboratorsPayload, message_id: str, recipients: list[str], skipped: int) -> Data:
-    return {
-        "tripId": payload.tripId,
-        "event": payload.event,
-        "message": payload.message,
-        "actorId": payload.actorId,
-        "idempotencyKey": payload.idempotencyKey,
-        "messageId": message_id,
-        "recipientIds": recipients,
-        "skipped": skipped,
-        "occurredAt": datetime.now(UTC),
-    }
-
-
-def new_inbox_entries(plan: Plan, message_id: str, channels: Channels) -> list[Write]:
-    """The inbox entries that do not exist yet, created only if still absent."""
-    writes: list[Write] = []
-    for recipient in plan.recipients:
-        if recipient.inbox is None:
-            recipient.inbox = inbox_entry(plan.event, recipient, message_id, email_on=channels.email is not None)
-            writes.append(Write(recipient.ref, recipient.inbox, create=True))
-    return writes
-
-
-def take_deliveries(plan: Plan, ctx: StepContext) -> None:
-    """Make this message the one that sends the event's pending deliveries until its claim
-    runs out; another message holding them is waited for, so nothing is sent twice."""
-    holder = plan.event.get("deliveringBy") or {}
-    until = holder.get("until")
-    if holder.get("messageId") not in (None, ctx.message_id) and until is not None and until > ctx.attempt.now:
-        seconds = math.ceil((until - ctx.attempt.now).total_seconds())
-        raise Busy(max(1, seconds), "another message is delivering this event")
-    plan.event["deliveringBy"] = {"messageId": ctx.message_id, "until": ctx.attempt.lease_until}
-
-
-def event_writes(plan: Plan, delivering: bool) -> list[Write]:
-    """The event record, created only if still absent, so that two racing copies of one
-    business event cannot both write it; or, when this message takes its deliveries, who
-    delivers it."""
-    if plan.is_new:
-        return [Write(plan.refs.event, plan.event, create=True)]
-    if delivering:
-        return [Write(plan.refs.event, {"deliveringBy": plan.event["deliveringBy"]}, merge=True)]
-    return []
-
-
-def inbox_entry(event: Data, recipient: Recipient, message_id: str, *, email_on: bool) -> Data:
-    return {
-        "tripId": event["tripId"],
-        "event": event["event"],
-        "message": event["message"],
-        "actorId": event.get("actorId"),
-        "read": False,
-        "createdAt": firestore.SERVER_TIMESTAMP,
-        "messageId": message_id,
-        "idempotencyKey": event.get("idempotencyKey"),
-        "delivery": {"email": initial_email_state(recipient.user, email_on=email_on)},
-    }
-
-
-def initial_email_state(user: Data, *, email_on: bool) -> DeliveryState:
-    if not email_on:
-        return channel_state("skipped", "disabled")
-    if preferences(user).get("email") is False:
-        return channel_state("skipped", "opted_out")
-    if not user.get("email"):
-        return channel_state("skipped", "no_address")
-    return channel_state("pending", None)
 
 
 # ---------------------------------------------------------------- the job
@@ -308,7 +139,7 @@ def finish(payload: NotifyCollaboratorsPayload, plan: Plan, ctx: JobContext) -> 
     channels = Channels.from_settings(ctx.settings)
     writes = deliver_emails(plan, channels.email) if channels.email else []
     if channels.webhook:
-        deliver_webhook(plan, channels.webhook)
+        plan.event["webhook"] = channels.webhook.deliver(plan.event["webhook"], plan.refs.key, webhook_body(plan.event))
     writes.append(Write(plan.refs.event, {"webhook": plan.event["webhook"], "deliveringBy": None}, merge=True))
     pending = plan.pending(channels)
     if pending:
@@ -317,16 +148,11 @@ def finish(payload: NotifyCollaboratorsPayload, plan: Plan, ctx: JobContext) -> 
 
 
 def deliver_emails(plan: Plan, channel: EmailChannel) -> list[Write]:
-    """Send every pending email over one connection; the writes recording the outcomes."""
+    """Send every pending email; the writes recording the outcomes."""
     due = [recipient for recipient in plan.recipients if is_pending(recipient.email)]
-    sendable = [recipient for recipient in due if recipient.user.get("email")]
-    sent = channel.send_all([email_for(plan, recipient, channel) for recipient in sendable])
-    results = {recipient.uid: result for recipient, result in zip(sendable, sent, strict=True)}
+    pending = [(r.email, email_for(plan, r, channel) if r.user.get("email") else None) for r in due]
     writes = []
-    for recipient in due:
-        result = results.get(recipient.uid)
-        no_address = {**recipient.email, "status": "skipped", "reason": "no_address"}
-        state = next_state(recipient.email, result) if result else no_address
+    for recipient, state in zip(due, channel.deliver(pending), strict=True):
         recipient.inbox = {**(recipient.inbox or {}), "delivery": {"email": state}}
         writes.append(Write(recipient.ref, {"delivery": {"email": state}}, merge=True))
     return writes
@@ -340,12 +166,6 @@ def email_for(plan: Plan, recipient: Recipient, channel: EmailChannel) -> Email:
         text=f"{event['message']}\n\nTrip: {event['tripId']}\n",
         message_id=message_id_for(recipient.ref.id, channel.sender),
     )
-
-
-def deliver_webhook(plan: Plan, channel: WebhookChannel) -> None:
-    state = plan.event["webhook"]
-    if is_pending(state):
-        plan.event["webhook"] = next_state(state, channel.post(plan.refs.key, webhook_body(plan.event)))
 
 
 def webhook_body(event: Data) -> dict[str, Any]:

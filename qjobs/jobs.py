@@ -16,7 +16,10 @@ atomically with the ledger's mark and its token, in one commit.
 reads only through its context and has no side effects of its own.
 """
 
-from collections.abc import Callable, Mapping, Sequence
+import importlib
+import importlib.util
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
@@ -209,3 +212,30 @@ class JobSpec(Generic[PayloadT]):
     """Documents read before the transaction, in the same round trip as the duplicate check."""
     finish: Callable[[PayloadT, Any, JobContext], JobResult] | None = None
     """Required when `step` can answer `Proceed`."""
+
+
+class JobRoutes(Mapping[str, JobSpec[Any]]):
+    """Path -> the `JOB` of a module, imported on first use (once, under a lock)."""
+
+    def __init__(self, modules: Mapping[str, str]) -> None:
+        missing = [module for module in modules.values() if importlib.util.find_spec(module) is None]
+        if missing:
+            raise ImportError(f"no job module {', '.join(missing)}")
+        self.modules = dict(modules)
+        self._loaded: dict[str, JobSpec[Any]] = {}
+        self._lock = threading.Lock()
+
+    def __getitem__(self, path: str) -> JobSpec[Any]:
+        job = self._loaded.get(path)
+        if job is None:
+            module = self.modules[path]
+            with self._lock:
+                job = self._loaded.get(path) or importlib.import_module(module).JOB
+                self._loaded[path] = job
+        return job
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.modules)
+
+    def __len__(self) -> int:
+        return len(self.modules)

@@ -63,7 +63,7 @@ class Services:
 class Pipeline:
     def __init__(self, settings: Settings, routes: Mapping[str, JobSpec[Any]], services: Services) -> None:
         self.settings = settings
-        self.routes = dict(routes)
+        self.routes = routes
         self.services = services
         self.active = ActiveRuns()
         self.shutdown = Shutdown(self.active, settings.shutdown_grace_seconds)

@@ -1,6 +1,7 @@
 """Real peers for the delivery channels: an SMTP server (aiosmtpd) and an HTTP receiver,
 each on a free local port, recording what they were sent and refusing on demand."""
 
+import asyncio
 import json
 import threading
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ class Mailbox:
     messages: list[Message] = field(default_factory=list)
     refuse: dict[str, str] = field(default_factory=dict)
     """address -> SMTP reply, e.g. "450 4.2.1 try later" or "550 5.1.1 no such user"."""
+    delay: float = 0
+    """Seconds to take over each message, as a slow server would."""
 
     async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -32,6 +35,7 @@ class Mailbox:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
+        await asyncio.sleep(self.delay)
         content = envelope.original_content or b""
         self.messages.append(message_from_bytes(content))
         return "250 Message accepted"

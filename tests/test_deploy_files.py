@@ -70,6 +70,16 @@ def test_the_image_runs_as_a_non_root_user_with_no_secrets() -> None:
     assert copies[0] == "requirements.txt ./", "dependencies are installed before the source is copied"
 
 
+def test_the_image_compiles_every_source_it_copies() -> None:
+    """PYTHONDONTWRITEBYTECODE keeps instances from caching bytecode: without it compiled at
+    build, every cold start compiles the sources."""
+    instructions = dockerfile_instructions()
+    sources = [args.split()[0].rstrip("/") for name, args in instructions if name == "COPY"][1:]
+    (compile_step,) = [args for name, args in instructions if name == "RUN" and "compileall" in args]
+    assert sources and all(source in compile_step.split() for source in sources), (sources, compile_step)
+    assert dockerfile_env().get("PYTHONDONTWRITEBYTECODE") == "1"
+
+
 @pytest.fixture
 def container_like(service_env: dict[str, str], db: firestore.Client, tmp_path: Path) -> Iterator[Server]:
     """The Dockerfile's CMD, started in the repository with the Dockerfile's ENV."""

@@ -13,8 +13,8 @@ import pytest
 from flask.testing import FlaskClient
 from google.cloud import firestore
 
-from handlers.memory_sync import EXTRACTOR
 from qjobs.devtools.rpcs import RpcLog, counting_rpcs
+from qjobs.memory.pages import EXTRACTOR
 from tests.conftest import AppFactory, Deliver
 from tests.receivers import WebhookReceiver, start_smtp
 from tests.support import MEMORY, NOTIFY, new_message_id

@@ -14,7 +14,7 @@ from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from qjobs.channels import SendResult
+from qjobs.channels import DeliveryState, SendResult, next_state
 
 CONNECTION_ERRORS = (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, smtplib.SMTPHeloError, OSError)
 
@@ -161,3 +161,14 @@ class EmailChannel:
             return []
         with mailer(self.server, self.sender, self.unsubscribe_url, self.timeout) as session:
             return [session.send(email) for email in emails]
+
+    def deliver(self, pending: list[tuple[DeliveryState, Email | None]]) -> list[DeliveryState]:
+        """The next state of each pending delivery, in order: its email sent (one connection
+        for all), or skipped when there is no address to send it to."""
+        results = iter(self.send_all([email for _, email in pending if email is not None]))
+        return [
+            next_state(state, next(results))
+            if email is not None
+            else {**state, "status": "skipped", "reason": "no_address"}
+            for state, email in pending
+        ]

@@ -13,7 +13,7 @@ from typing import Any
 
 from standardwebhooks import Webhook
 
-from qjobs.channels import SendResult
+from qjobs.channels import DeliveryState, SendResult, is_pending, next_state
 
 RETRYABLE_CLIENT_ERRORS = frozenset({408, 425, 429})
 
@@ -48,6 +48,10 @@ class WebhookChannel:
 
     def post(self, webhook_id: str, payload: dict[str, Any]) -> SendResult:
         return post_webhook(self.url, self.secret, webhook_id=webhook_id, payload=payload, timeout=self.timeout)
+
+    def deliver(self, state: DeliveryState, webhook_id: str, payload: dict[str, Any]) -> DeliveryState:
+        """The delivery's next state: posted if pending, as it was otherwise."""
+        return next_state(state, self.post(webhook_id, payload)) if is_pending(state) else state
 
 
 def classify_status(status: int) -> SendResult:

@@ -1,0 +1,218 @@
+"""A trip event's documents: the event record, its recipients' inbox entries, and which
+message delivers it.
+
+The event is keyed by its business key (the producer's `idempotencyKey`, or the message
+id), so a dead-letter replay under a new message id finds the same documents. Everything
+here is decided from documents already read: it runs inside a transaction.
+"""
+
+import hashlib
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+from google.cloud import firestore
+from google.cloud.firestore_v1.document import DocumentReference
+
+from qjobs.channels import DeliveryState, channel_state, is_pending
+from qjobs.channels.setup import Channels
+from qjobs.jobs import Busy, Data, StepContext, Write
+
+EVENTS_COLLECTION = "notificationEvents"
+
+
+class TripEvent(Protocol):
+    """What a producer says happened (the job's payload)."""
+
+    @property
+    def tripId(self) -> str: ...  # noqa: N802 - the payload's field names
+    @property
+    def event(self) -> str: ...
+    @property
+    def collaboratorIds(self) -> list[str]: ...  # noqa: N802
+    @property
+    def message(self) -> str: ...
+    @property
+    def actorId(self) -> str | None: ...  # noqa: N802
+    @property
+    def idempotencyKey(self) -> str | None: ...  # noqa: N802
+
+
+def doc_id(*parts: str) -> str:
+    """A document id from any text: business keys may hold characters ids may not."""
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:40]
+
+
+@dataclass(frozen=True)
+class Refs:
+    """The documents of one business event; each reference made once (a delivery asks for
+    each several times, and making one costs more than reading the cache)."""
+
+    db: firestore.Client
+    key: str
+    _made: dict[tuple[str, str], DocumentReference] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def of(cls, payload: TripEvent, db: firestore.Client, message_id: str) -> "Refs":
+        return cls(db, payload.idempotencyKey or message_id)
+
+    @property
+    def event(self) -> DocumentReference:
+        return self._ref("event", "", lambda: self.db.collection(EVENTS_COLLECTION).document(doc_id(self.key)))
+
+    def user(self, uid: str) -> DocumentReference:
+        return self._ref("user", uid, lambda: self.db.collection("users").document(uid))
+
+    def inbox(self, uid: str) -> DocumentReference:
+        return self._ref(
+            "inbox", uid, lambda: self.user(uid).collection("notifications").document(doc_id(self.key, uid))
+        )
+
+    def _ref(self, kind: str, uid: str, make: Callable[[], DocumentReference]) -> DocumentReference:
+        ref = self._made.get((kind, uid))
+        if ref is None:
+            ref = self._made[(kind, uid)] = make()
+        return ref
+
+
+def candidates_of(payload: TripEvent) -> list[str]:
+    return [uid for uid in payload.collaboratorIds if uid != payload.actorId]
+
+
+@dataclass
+class Recipient:
+    uid: str
+    user: Data
+    ref: DocumentReference
+    inbox: Data | None
+    """The stored inbox entry, or None while it is still to be written."""
+
+    @property
+    def email(self) -> DeliveryState:
+        state: DeliveryState = ((self.inbox or {}).get("delivery") or {}).get("email") or {}
+        return state
+
+
+@dataclass
+class Plan:
+    """What this business event is and what of it is already done."""
+
+    refs: Refs
+    event: Data
+    is_new: bool
+    recipients: list[Recipient]
+    writes: list[Write] = field(default_factory=list)
+
+    def pending(self, channels: Channels) -> int:
+        """Deliveries still to attempt on the channels that are on (a channel turned off since
+        leaves its deliveries pending, and the event done)."""
+        emails = sum(1 for r in self.recipients if is_pending(r.email)) if channels.email else 0
+        return emails + int(channels.webhook is not None and is_pending(self.event.get("webhook")))
+
+
+def make_plan(payload: TripEvent, ctx: StepContext) -> Plan:
+    refs = Refs.of(payload, ctx.db, ctx.message_id)
+    stored = ctx.document(refs.event)
+    if stored is not None:
+        uids = [str(uid) for uid in stored.get("recipientIds") or []]
+        users = users_of(ctx, refs, uids)
+        event, is_new = stored, False
+    else:
+        users = users_of(ctx, refs, candidates_of(payload))
+        uids = [uid for uid in candidates_of(payload) if not muted(users[uid], payload)]
+        event = new_event(payload, ctx.message_id, uids, skipped=len(payload.collaboratorIds) - len(uids))
+        is_new = True
+    inboxes = ctx.reads.documents([refs.inbox(uid) for uid in uids])
+    recipients = [Recipient(uid, users[uid], refs.inbox(uid), inboxes[refs.inbox(uid).path]) for uid in uids]
+    return Plan(refs, event, is_new, recipients)
+
+
+def users_of(ctx: StepContext, refs: Refs, uids: Sequence[str]) -> dict[str, Data]:
+    """The users' documents as prefetched; those a stored event names beyond the payload's
+    collaborators (a replay with another list) are read in the transaction."""
+    unknown = [refs.user(uid) for uid in uids if refs.user(uid).path not in ctx.prefetched]
+    extra = ctx.reads.documents(unknown) if unknown else {}
+    found = {**ctx.prefetched, **extra}
+    return {uid: found.get(refs.user(uid).path) or {} for uid in uids}
+
+
+def preferences(user: Data) -> Data:
+    prefs = user.get("notificationPreferences")
+    return prefs if isinstance(prefs, dict) else {}
+
+
+def muted(user: Data, payload: TripEvent) -> bool:
+    prefs = preferences(user)
+    return payload.tripId in (prefs.get("mutedTrips") or []) or payload.event in (prefs.get("mutedEvents") or [])
+
+
+def new_event(payload: TripEvent, message_id: str, recipients: list[str], skipped: int) -> Data:
+    return {
+        "tripId": payload.tripId,
+        "event": payload.event,
+        "message": payload.message,
+        "actorId": payload.actorId,
+        "idempotencyKey": payload.idempotencyKey,
+        "messageId": message_id,
+        "recipientIds": recipients,
+        "skipped": skipped,
+        "occurredAt": datetime.now(UTC),
+    }
+
+
+def new_inbox_entries(plan: Plan, message_id: str, channels: Channels) -> list[Write]:
+    """The inbox entries that do not exist yet, created only if still absent."""
+    writes: list[Write] = []
+    for recipient in plan.recipients:
+        if recipient.inbox is None:
+            recipient.inbox = inbox_entry(plan.event, recipient, message_id, email_on=channels.email is not None)
+            writes.append(Write(recipient.ref, recipient.inbox, create=True))
+    return writes
+
+
+def take_deliveries(plan: Plan, ctx: StepContext) -> None:
+    """Make this message the one that sends the event's pending deliveries until its claim
+    runs out; another message holding them is waited for, so nothing is sent twice."""
+    holder = plan.event.get("deliveringBy") or {}
+    until = holder.get("until")
+    if holder.get("messageId") not in (None, ctx.message_id) and until is not None and until > ctx.attempt.now:
+        seconds = math.ceil((until - ctx.attempt.now).total_seconds())
+        raise Busy(max(1, seconds), "another message is delivering this event")
+    plan.event["deliveringBy"] = {"messageId": ctx.message_id, "until": ctx.attempt.lease_until}
+
+
+def event_writes(plan: Plan, delivering: bool) -> list[Write]:
+    """The event record, created only if still absent, so that two racing copies of one
+    business event cannot both write it; or, when this message takes its deliveries, who
+    delivers it."""
+    if plan.is_new:
+        return [Write(plan.refs.event, plan.event, create=True)]
+    if delivering:
+        return [Write(plan.refs.event, {"deliveringBy": plan.event["deliveringBy"]}, merge=True)]
+    return []
+
+
+def inbox_entry(event: Data, recipient: Recipient, message_id: str, *, email_on: bool) -> Data:
+    return {
+        "tripId": event["tripId"],
+        "event": event["event"],
+        "message": event["message"],
+        "actorId": event.get("actorId"),
+        "read": False,
+        "createdAt": firestore.SERVER_TIMESTAMP,
+        "messageId": message_id,
+        "idempotencyKey": event.get("idempotencyKey"),
+        "delivery": {"email": initial_email_state(recipient.user, email_on=email_on)},
+    }
+
+
+def initial_email_state(user: Data, *, email_on: bool) -> DeliveryState:
+    if not email_on:
+        return channel_state("skipped", "disabled")
+    if preferences(user).get("email") is False:
+        return channel_state("skipped", "opted_out")
+    if not user.get("email"):
+        return channel_state("skipped", "no_address")
+    return channel_state("pending", None)
