@@ -7,9 +7,14 @@ Cloud Run starts for one job does not pay for importing the others before it ans
 
 from qjobs.jobs import JobRoutes
 
+NOTIFY_COLLABORATORS = "/api/jobs/notify-collaborators"
+MEMORY_SYNC = "/api/jobs/memory-sync"
+FAILURE_CALLBACK = "/api/jobs/failed"
+
 ROUTES = JobRoutes(
     {
-        "/api/jobs/notify-collaborators": "handlers.notify_collaborators",
-        "/api/jobs/memory-sync": "handlers.memory_sync",
+        NOTIFY_COLLABORATORS: "handlers.notify_collaborators",
+        MEMORY_SYNC: "handlers.memory_sync",
+        FAILURE_CALLBACK: "handlers.failure_callback",
     }
 )

@@ -30,6 +30,7 @@ from qjobs.jobs import (
     JobSpec,
     JobStopped,
     Proceed,
+    PublishPolicy,
     ReadContext,
     StepContext,
     Write,
@@ -144,6 +145,9 @@ def cursor_json(cursor: dict[str, Any] | None) -> Cursor | None:
     return Cursor(createdAt=text, messageId=cursor["messageId"])
 
 
+POLICY = PublishPolicy(retries=3, retry_delay="min(600000, 30000 * pow(2, retried))", timeout_seconds=300)
+"""3 retries, 30 s doubling to at most 10 min; a sync may page for minutes, within the lease."""
+
 JOB = JobSpec(
     name="memory-sync",
     payload_model=MemorySyncPayload,
@@ -151,4 +155,5 @@ JOB = JobSpec(
     reads=reads,
     step=step,
     finish=finish,
+    policy=POLICY,
 )

@@ -30,6 +30,7 @@ from qjobs.jobs import (
     JobResult,
     JobSpec,
     Proceed,
+    PublishPolicy,
     ReadContext,
     RetryLater,
     StepContext,
@@ -219,6 +220,9 @@ def webhook_summary(status: str) -> Literal["sent", "failed", "disabled"]:
     return "sent" if status == "sent" else "failed" if status == "failed" else "disabled"
 
 
+POLICY = PublishPolicy(retries=3, retry_delay="min(300000, 10000 * pow(2, retried))", timeout_seconds=120)
+"""3 retries, 10 s doubling to at most 5 min; a run takes seconds (its sends time out in 10 s each)."""
+
 JOB = JobSpec(
     name="notify-collaborators",
     payload_model=NotifyCollaboratorsPayload,
@@ -227,4 +231,5 @@ JOB = JobSpec(
     reads=reads,
     step=step,
     finish=finish,
+    policy=POLICY,
 )

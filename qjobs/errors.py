@@ -7,6 +7,8 @@ so the status an error maps to decides whether the message is retried or dead-le
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
+
 NON_RETRYABLE_STATUS = 489
 NON_RETRYABLE_HEADER = "Upstash-NonRetryable-Error"
 
@@ -41,6 +43,18 @@ class ApiError(Exception):
         if self.details:
             body["details"] = [detail.as_json() for detail in self.details]
         return body
+
+
+def validation_details(error: ValidationError) -> list[ErrorDetail]:
+    """One detail per broken rule of a payload model, with the field's dotted path."""
+    return [
+        ErrorDetail(
+            field=".".join(str(part) for part in issue["loc"]) or "(body)",
+            code=issue["type"],
+            message=issue["msg"].removeprefix("Value error, "),
+        )
+        for issue in error.errors(include_url=False, include_input=False)
+    ]
 
 
 def non_retryable(code: str, message: str, details: list[ErrorDetail] | None = None) -> ApiError:

@@ -200,6 +200,17 @@ class ReadContext:
 
 
 @dataclass(frozen=True)
+class PublishPolicy:
+    """How QStash is to deliver a job: the product's retry policy, and a timeout that keeps
+    the lease rule (a run shorter than the timeout, the timeout within the request timeout)."""
+
+    retries: int
+    retry_delay: str
+    """QStash's `Upstash-Retry-Delay`: milliseconds, an expression over `retried` (from 0)."""
+    timeout_seconds: int
+
+
+@dataclass(frozen=True)
 class JobSpec(Generic[PayloadT]):
     name: str
     payload_model: type[PayloadT]
@@ -212,6 +223,8 @@ class JobSpec(Generic[PayloadT]):
     """Documents read before the transaction, in the same round trip as the duplicate check."""
     finish: Callable[[PayloadT, Any, JobContext], JobResult] | None = None
     """Required when `step` can answer `Proceed`."""
+    policy: PublishPolicy | None = None
+    """How producers publish it (qjobs.publish); None for a job only QStash sends."""
 
 
 class JobRoutes(Mapping[str, JobSpec[Any]]):

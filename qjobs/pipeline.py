@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from qjobs import ledger as ledger_module
 from qjobs.config import Settings
-from qjobs.errors import ApiError, ErrorDetail, non_retryable
+from qjobs.errors import ApiError, non_retryable, validation_details
 from qjobs.firestore_client import BoundedClient, RpcBudget
 from qjobs.http import error_response, header_detail, json_response, read_capped_body, signed_url
 from qjobs.jobs import JobSpec
@@ -210,17 +210,6 @@ def ignored_fields(payload: BaseModel) -> list[str] | None:
     new field out before the job uses it, and the log shows it arriving."""
     extra = payload.model_extra or {}
     return sorted(name[:64] for name in extra)[:20] or None
-
-
-def validation_details(error: ValidationError) -> list[ErrorDetail]:
-    return [
-        ErrorDetail(
-            field=".".join(str(part) for part in issue["loc"]) or "(body)",
-            code=issue["type"],
-            message=issue["msg"].removeprefix("Value error, "),
-        )
-        for issue in error.errors(include_url=False, include_input=False)
-    ]
 
 
 def ledger_answer_response(

@@ -66,27 +66,34 @@ def start_smtp() -> SmtpServer:
 
 @dataclass
 class Received:
+    path: str
     headers: dict[str, str]
+    """Lower-cased names."""
     body: bytes
 
     def json(self) -> Any:
         return json.loads(self.body)
 
 
-class WebhookReceiver:
-    """An HTTP server that records every POST and answers with `status`."""
+class RecordingServer:
+    """An HTTP server on a free local port that records every POST and answers it with
+    `answer()`: a status, a body and headers."""
 
     def __init__(self) -> None:
         self.received: list[Received] = []
-        self.status = 204
-        receiver = self
+        recorder = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                receiver.received.append(Received({k.lower(): v for k, v in self.headers.items()}, body))
-                self.send_response(receiver.status)
+                headers = {name.lower(): value for name, value in self.headers.items()}
+                recorder.received.append(Received(self.path, headers, body))
+                status, content, extra = recorder.answer()
+                self.send_response(status)
+                for name, value in {**extra, "Content-Length": str(len(content))}.items():
+                    self.send_header(name, value)
                 self.end_headers()
+                self.wfile.write(content)
 
             def log_message(self, format: str, *args: Any) -> None:
                 return
@@ -95,10 +102,41 @@ class WebhookReceiver:
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
 
+    def answer(self) -> tuple[int, bytes, dict[str, str]]:
+        return 204, b"", {}
+
     @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hooks/trips"
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
 
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class WebhookReceiver(RecordingServer):
+    """A webhook endpoint that answers every POST with `status`."""
+
+    def __init__(self) -> None:
+        self.status = 204
+        super().__init__()
+
+    def answer(self) -> tuple[int, bytes, dict[str, str]]:
+        return self.status, b"", {}
+
+    @property
+    def url(self) -> str:
+        return f"{self.origin}/hooks/trips"
+
+
+class QStashRecorder(RecordingServer):
+    """Answers publishes the way QStash does (`{"messageId": ...}`), keeping each request as
+    the SDK sent it."""
+
+    def answer(self) -> tuple[int, bytes, dict[str, str]]:
+        body = json.dumps({"messageId": f"msg_recorded{len(self.received)}"}).encode()
+        return 201, body, {"Content-Type": "application/json"}
+
+    @property
+    def url(self) -> str:
+        return self.origin

@@ -188,3 +188,18 @@ def test_the_deploy_matches_the_service_configuration() -> None:
     assert "--allow-unauthenticated" in args and "--region" in flags and "--service-account" in flags
     assert flags["--image"] in [substituted(image) for image in cloudbuild()["images"]]
     assert substituted(step("push")["args"][1]) == flags["--image"]
+
+
+def test_every_ttl_policy_is_declared_and_documented() -> None:
+    """The collections whose documents get `expireAt` have a TTL override in
+    firestore.indexes.json and a gcloud command in docs/deploy.md, and nothing else does."""
+    declared = {
+        override["collectionGroup"]
+        for override in json.loads((ROOT / "firestore.indexes.json").read_text())["fieldOverrides"]
+        if override.get("ttl") and override["fieldPath"] == "expireAt"
+    }
+    deploy = (ROOT / "docs" / "deploy.md").read_text()
+    documented = set(
+        re.findall(r"gcloud firestore fields ttls update expireAt --collection-group=(\w+) --enable-ttl", deploy)
+    )
+    assert declared == documented == {"jobs", "jobTokens", "deadLetters"}
