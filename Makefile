@@ -1,13 +1,18 @@
 # `make run` and `make test` work on a fresh clone: they build .venv from the pinned
-# requirements first. The Firestore emulator is started (on a free port) by whatever
-# needs it and stopped with it.
+# requirements first (and tests/js/node_modules, for the JavaScript SDK's test, from its
+# lock file). The Firestore emulator is started (on a free port) by whatever needs it and
+# stopped with it.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+NODE_STAMP := tests/js/node_modules/.installed
 SOURCES := main.py handlers qjobs tests bench
+COVERAGE_FLOOR := 92
+# Line coverage of qjobs/ and handlers/ in the test process: the service's server
+# processes and the command-line tools run as subprocesses are not measured.
 
-.PHONY: run test lint pytest bench mutants lock clean
+.PHONY: run test test-fast lint pytest bench mutants lock clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] < (3, 11) and "Python 3.11+ is required")'
@@ -15,10 +20,19 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $(STAMP)
 
+$(NODE_STAMP): tests/js/package.json tests/js/package-lock.json
+	@command -v npm >/dev/null || { echo "make: npm (Node.js 18+) is needed for the JavaScript SDK's test"; exit 1; }
+	npm ci --prefix tests/js --no-audit --no-fund --silent
+	touch $(NODE_STAMP)
+
 run: $(STAMP)
 	$(BIN)/python -m qjobs.devtools.run_local
 
 test: lint pytest
+
+# The tests that need neither the Firestore emulator (Java) nor other processes: seconds.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not emulator and not processes"
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(SOURCES)
@@ -26,8 +40,8 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/hadolint Dockerfile
 
-pytest: $(STAMP)
-	$(BIN)/python -m pytest
+pytest: $(STAMP) $(NODE_STAMP)
+	$(BIN)/python -m pytest --cov=qjobs --cov=handlers --cov-report=term:skip-covered --cov-fail-under=$(COVERAGE_FLOOR)
 
 # Latency, throughput and memory figures of the real service on the emulator (prints, never asserts).
 bench: $(STAMP)
@@ -52,4 +66,4 @@ lock:
 	rm -rf .lock-venv
 
 clean:
-	rm -rf $(VENV) .lock-venv .emulator .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .lock-venv .emulator .pytest_cache .mypy_cache .ruff_cache tests/js/node_modules .coverage

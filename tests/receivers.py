@@ -4,6 +4,8 @@ each on a free local port, recording what they were sent and refusing on demand.
 import asyncio
 import json
 import threading
+import time
+from collections import deque
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import Message
@@ -25,12 +27,17 @@ class Mailbox:
     """address -> SMTP reply, e.g. "450 4.2.1 try later" or "550 5.1.1 no such user"."""
     delay: float = 0
     """Seconds to take over each message, as a slow server would."""
+    refuse_times: dict[str, int] = field(default_factory=dict)
+    """address -> how many more times to refuse it with 450 (a server that recovers)."""
 
     async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
         if address in self.refuse:
             return self.refuse[address]
+        if self.refuse_times.get(address, 0) > 0:
+            self.refuse_times[address] -= 1
+            return "450 4.2.1 Mailbox busy, try later"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -70,6 +77,8 @@ class Received:
     headers: dict[str, str]
     """Lower-cased names."""
     body: bytes
+    at: float = 0.0
+    """time.monotonic() when it arrived."""
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -87,7 +96,7 @@ class RecordingServer:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 headers = {name.lower(): value for name, value in self.headers.items()}
-                recorder.received.append(Received(self.path, headers, body))
+                recorder.received.append(Received(self.path, headers, body, time.monotonic()))
                 status, content, extra = recorder.answer()
                 self.send_response(status)
                 for name, value in {**extra, "Content-Length": str(len(content))}.items():
@@ -140,3 +149,30 @@ class QStashRecorder(RecordingServer):
     @property
     def url(self) -> str:
         return self.origin
+
+
+class ScriptedReceiver(RecordingServer):
+    """A destination that answers from a script (then `204`), optionally slowly, and counts
+    how many requests it holds at once."""
+
+    def __init__(self) -> None:
+        self.script: deque[tuple[int, dict[str, str]]] = deque()
+        self.hold = 0.0
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self._lock = threading.Lock()
+        super().__init__()
+
+    def answer(self) -> tuple[int, bytes, dict[str, str]]:
+        with self._lock:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+            status, headers = self.script.popleft() if self.script else (204, {})
+        time.sleep(self.hold)
+        with self._lock:
+            self.in_flight -= 1
+        return status, b'{"error":"scripted"}' if status >= 400 else b"", headers
+
+    @property
+    def url(self) -> str:
+        return f"{self.origin}/destination"

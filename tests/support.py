@@ -9,16 +9,21 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import flask
+import pytest
 import requests
+from flask.testing import FlaskClient
+from functions_framework import create_app
+from google.cloud import firestore
 from werkzeug.test import TestResponse
 
-from qjobs.devtools.emulator import free_port
+from qjobs.devtools.emulator import Emulator, free_port, start_emulator
 from qjobs.signature import sign
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -213,3 +218,99 @@ def wait_for_health(server: Server, timeout: float = 60) -> None:
         time.sleep(0.1)
     server.stop()
     raise RuntimeError(f"the server did not become healthy:\n{server.logs()}")
+
+
+# ---------------------------------------------------------------- fixtures (conftest.py registers them)
+
+
+SERVICE_VARIABLES = (
+    "K_SERVICE",
+    "PUBLIC_BASE_URL",
+    "ALLOW_DEV_SIGNING_KEYS",
+    "QSTASH_CURRENT_SIGNING_KEY",
+    "QSTASH_NEXT_SIGNING_KEY",
+    "JOB_LEASE_SECONDS",
+    "MAX_BODY_BYTES",
+)
+
+
+@pytest.fixture(scope="session")
+def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+    """The emulator named by FIRESTORE_EMULATOR_HOST, or one started for this session."""
+    existing = os.environ.get("FIRESTORE_EMULATOR_HOST")
+    started = None if existing else start_emulator(log_path=tmp_path_factory.mktemp("emulator") / "firestore.log")
+    instance = started or Emulator(existing or "")
+    previous = {name: os.environ.get(name) for name in ("FIRESTORE_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT")}
+    os.environ.update(FIRESTORE_EMULATOR_HOST=instance.host, GOOGLE_CLOUD_PROJECT=PROJECT)
+    yield instance
+    for name, value in previous.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    if started:
+        started.stop()
+
+
+@pytest.fixture
+def db(emulator: Emulator) -> firestore.Client:
+    """A client on an emptied database."""
+    emulator.clear(PROJECT)
+    return firestore.Client(project=PROJECT)
+
+
+@pytest.fixture
+def service_env(emulator: Emulator) -> dict[str, str]:
+    """The environment of a correctly configured service off Cloud Run."""
+    env = {name: value for name, value in os.environ.items() if name not in SERVICE_VARIABLES}
+    env.update(
+        QSTASH_CURRENT_SIGNING_KEY=CURRENT_KEY,
+        QSTASH_NEXT_SIGNING_KEY=NEXT_KEY,
+        PUBLIC_BASE_URL=PUBLIC_BASE_URL,
+        FIRESTORE_EMULATOR_HOST=emulator.host,
+        GOOGLE_CLOUD_PROJECT=PROJECT,
+        FIRESTORE_TIMEOUT_SECONDS="5",
+        LOG_LEVEL="INFO",
+    )
+    return env
+
+
+AppFactory = Callable[..., FlaskClient]
+
+
+@pytest.fixture
+def make_client(monkeypatch: pytest.MonkeyPatch, service_env: dict[str, str]) -> AppFactory:
+    """Build the app as functions-framework does, from `source`, with env overrides
+    (a value of None removes the variable)."""
+
+    def build(source: Path = MAIN, **overrides: str | None) -> FlaskClient:
+        for name in SERVICE_VARIABLES:
+            monkeypatch.delenv(name, raising=False)
+        for name, value in {**service_env, **overrides}.items():
+            if value is None:
+                monkeypatch.delenv(name, raising=False)
+            else:
+                monkeypatch.setenv(name, value)
+        app: flask.Flask = create_app(target="jobs", source=str(source))  # type: ignore[no-untyped-call]
+        return app.test_client()
+
+    return build
+
+
+@pytest.fixture
+def client(make_client: AppFactory, db: firestore.Client) -> FlaskClient:
+    return make_client()
+
+
+Deliver = Callable[..., TestResponse]
+
+
+@pytest.fixture
+def deliver(client: FlaskClient) -> Deliver:
+    """POST a payload to a job path as QStash would; keyword arguments go to the signer."""
+
+    def post(path: str, payload: Any, *, test_client: FlaskClient | None = None, **signing: Any) -> TestResponse:
+        body = encode(payload)
+        return (test_client or client).post(path, data=body, headers=qstash_headers(path, body, **signing))
+
+    return post

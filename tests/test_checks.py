@@ -7,8 +7,7 @@ import pytest
 from flask.testing import FlaskClient
 from google.cloud import firestore
 
-from tests.conftest import AppFactory, Deliver
-from tests.support import NOTIFY, NOTIFY_PAYLOAD, encode, error_of, new_message_id, qstash_headers
+from tests.support import NOTIFY, NOTIFY_PAYLOAD, AppFactory, Deliver, encode, error_of, new_message_id, qstash_headers
 
 
 def collections_of(db: firestore.Client) -> list[str]:

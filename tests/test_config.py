@@ -6,8 +6,7 @@ import sys
 import pytest
 
 from qjobs.config import DEV_SIGNING_KEYS, ConfigError, load_settings
-from tests.conftest import AppFactory
-from tests.support import CURRENT_KEY, MAIN, ROOT
+from tests.support import CURRENT_KEY, MAIN, ROOT, AppFactory
 
 DEV_KEY = sorted(DEV_SIGNING_KEYS)[0]
 CLOUD_RUN = {"K_SERVICE": "jobs", "PUBLIC_BASE_URL": "https://jobs-abc-uc.a.run.app"}
@@ -90,6 +89,7 @@ def test_app_build_stops_with_one_line(make_client: AppFactory, capsys: pytest.C
     assert capsys.readouterr().err == "qjobs: invalid configuration: QSTASH_CURRENT_SIGNING_KEY is required\n"
 
 
+@pytest.mark.processes
 def test_the_server_refuses_to_start_on_cloud_run_with_dev_keys(service_env: dict[str, str]) -> None:
     env = {**service_env, **CLOUD_RUN, "QSTASH_CURRENT_SIGNING_KEY": DEV_KEY}
     command = [sys.executable, "-m", "functions_framework", "--target=jobs", f"--source={MAIN}", "--port=0"]

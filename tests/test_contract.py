@@ -95,6 +95,7 @@ def ledger_state(db: firestore.Client, message_id: Any) -> Any:
     return snapshot.update_time if snapshot.exists else None
 
 
+@pytest.mark.processes
 @SCHEMA.parametrize()
 @settings(max_examples=40, deadline=None)
 def test_the_live_server_honours_the_contract(case: schemathesis.Case[Any], live_server: Server) -> None:

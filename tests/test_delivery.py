@@ -13,12 +13,13 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from google.cloud.firestore_v1.services.firestore.client import FirestoreClient
 from google.cloud.firestore_v1.transaction import Transaction
 
-from tests.conftest import AppFactory, Deliver
 from tests.support import (
     NOTIFY,
     NOTIFY_PAYLOAD,
     PROBE,
     PROBE_MAIN,
+    AppFactory,
+    Deliver,
     all_at_once,
     error_of,
     in_background,

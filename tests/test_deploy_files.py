@@ -91,6 +91,7 @@ def container_like(service_env: dict[str, str], db: firestore.Client, tmp_path: 
     server.stop(signal.SIGTERM)
 
 
+@pytest.mark.processes
 def test_the_dockerfile_command_serves_a_signed_job(container_like: Server, db: firestore.Client) -> None:
     body = encode(NOTIFY_PAYLOAD)
     headers = qstash_headers(NOTIFY, body, base_url=container_like.url)

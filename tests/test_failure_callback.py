@@ -8,8 +8,7 @@ from typing import Any
 import pytest
 from google.cloud import firestore
 
-from tests.conftest import Deliver
-from tests.support import PUBLIC_BASE_URL, error_of, new_message_id
+from tests.support import PUBLIC_BASE_URL, Deliver, error_of, new_message_id
 
 FAILED = "/api/jobs/failed"
 SOURCE = "msg_2KxeGR9cDDdbyiHZvbJqGZ"

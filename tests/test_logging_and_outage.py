@@ -7,12 +7,12 @@ import pytest
 from google.cloud import firestore
 
 from qjobs.devtools.emulator import free_port
-from tests.conftest import AppFactory
 from tests.support import (
     NOTIFY,
     NOTIFY_PAYLOAD,
     PROBE,
     PROBE_MAIN,
+    AppFactory,
     delivery_log_lines,
     encode,
     error_of,

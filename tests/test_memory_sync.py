@@ -13,8 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from werkzeug.test import TestResponse
 
-from tests.conftest import AppFactory, Deliver
-from tests.support import MEMORY, ROOT, all_at_once, error_of, new_message_id
+from tests.support import MEMORY, ROOT, AppFactory, Deliver, all_at_once, error_of, new_message_id
 
 pytestmark = pytest.mark.timeout(30)
 """A sync that stops advancing its cursor would page forever: fail in seconds, not minutes."""

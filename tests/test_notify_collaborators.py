@@ -15,9 +15,8 @@ from standardwebhooks import Webhook
 from handlers import notify_collaborators
 from qjobs.devtools.emulator import free_port
 from qjobs.trip_events import doc_id, make_plan
-from tests.conftest import AppFactory, Deliver
 from tests.receivers import SmtpServer, WebhookReceiver, start_smtp
-from tests.support import NOTIFY, all_at_once, error_of, new_message_id
+from tests.support import NOTIFY, AppFactory, Deliver, all_at_once, error_of, new_message_id
 
 WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 SENDER = "Trips <notifications@trips.example.test>"

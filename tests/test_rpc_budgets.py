@@ -15,9 +15,8 @@ from google.cloud import firestore
 
 from qjobs.devtools.rpcs import RpcLog, counting_rpcs
 from qjobs.memory.pages import EXTRACTOR
-from tests.conftest import AppFactory, Deliver
 from tests.receivers import WebhookReceiver, start_smtp
-from tests.support import MEMORY, NOTIFY, new_message_id
+from tests.support import MEMORY, NOTIFY, AppFactory, Deliver, new_message_id
 
 RECIPIENTS = [f"u{n}" for n in range(5)]
 STATEMENTS = [

@@ -37,6 +37,9 @@ from tests.support import (
     wait_until,
 )
 
+pytestmark = pytest.mark.processes
+"""Every test here starts the service as a server process."""
+
 
 @pytest.fixture
 def servers(tmp_path: Path) -> Iterator[list[Server]]:

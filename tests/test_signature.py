@@ -9,7 +9,6 @@ from qstash import Receiver
 from qstash.errors import SignatureError as QStashSignatureError
 
 from qjobs.signature import SignatureError, VerifiedToken, body_digest, sign, verify_signature
-from tests.conftest import AppFactory, Deliver
 from tests.support import (
     CURRENT_KEY,
     MEMORY,
@@ -17,6 +16,8 @@ from tests.support import (
     NOTIFY,
     NOTIFY_PAYLOAD,
     PUBLIC_BASE_URL,
+    AppFactory,
+    Deliver,
     delivery_log_lines,
     encode,
     error_of,

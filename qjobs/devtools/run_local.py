@@ -1,16 +1,21 @@
-"""`make run`: the Firestore emulator and the service, with Upstash's development keys.
+"""`make run`: the Firestore emulator, the local QStash-compatible broker and the service,
+together, with Upstash's development keys.
 
-Stops both on Ctrl-C (or SIGTERM), whichever way the service ends.
+Stops all three on Ctrl-C (or SIGTERM), whichever way the service ends.
 """
 
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import FrameType
 
 from qjobs.config import DEV_CURRENT_SIGNING_KEY, DEV_NEXT_SIGNING_KEY
+from qjobs.devtools.broker import DEV_TOKEN
 from qjobs.devtools.emulator import EmulatorError, start_emulator
 
 DEV_KEYS = {
@@ -34,23 +39,56 @@ def service_environment(port: int, emulator_host: str) -> dict[str, str]:
     return env
 
 
-def usage(port: int, emulator_host: str) -> str:
+def publisher_environment(port: int, broker_port: int) -> dict[str, str]:
+    """What an application needs to publish through the local broker to the local service."""
+    return {
+        "QSTASH_URL": f"http://127.0.0.1:{broker_port}",
+        "QSTASH_TOKEN": DEV_TOKEN,
+        "JOBS_BASE_URL": f"http://127.0.0.1:{port}",
+    }
+
+
+def usage(port: int, broker_port: int, emulator_host: str) -> str:
     base = f"http://127.0.0.1:{port}"
+    exports = " ".join(f"{name}={value}" for name, value in publisher_environment(port, broker_port).items())
     return f"""
 Service:   {base}  (health: {base}/health)
+QStash:    http://127.0.0.1:{broker_port}  (local broker, in memory)
 Firestore: emulator at {emulator_host}, project {LOCAL_PROJECT}
-Send a job from another terminal:
+Publish jobs through the broker from another terminal:
+  export {exports}
+  .venv/bin/python -m qjobs.devtools.seed      # a sample conversation c1 of user u1
+  .venv/bin/python -c 'from qjobs.publish import publish_memory_sync as publish; print(publish(
+    {{"userId": "u1", "conversationId": "c1", "syncType": "incremental"}}))'
+Or sign one yourself and send it straight to the service:
   .venv/bin/python -m qjobs.sign {base}/api/jobs/notify-collaborators \\
     '{{"tripId":"trip-1","event":"trip_updated","collaboratorIds":["u1","u2"],"message":"Dates moved"}}'
-  .venv/bin/python -m qjobs.devtools.seed      # a sample conversation c1 of user u1
-  .venv/bin/python -m qjobs.sign {base}/api/jobs/memory-sync \\
-    '{{"userId":"u1","conversationId":"c1","syncType":"incremental"}}'
-Press Ctrl-C to stop both.
+Press Ctrl-C to stop all three.
 """
+
+
+def start_broker_process(port: int) -> subprocess.Popen[bytes]:
+    """The broker as a process of its own, answering on `port` (or BrokerError)."""
+    env = {**os.environ, **DEV_KEYS}
+    command = [sys.executable, "-m", "qjobs.devtools.broker", f"--port={port}"]
+    with open(".emulator/broker.log", "wb") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and process.poll() is None:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return process
+        time.sleep(0.05)
+    process.kill()
+    raise BrokerError(f"the broker did not start on port {port}: {Path('.emulator/broker.log').read_text()[-500:]}")
+
+
+class BrokerError(RuntimeError):
+    pass
 
 
 def main() -> int:
     port = int(os.environ.get("PORT", "8080"))
+    broker_port = int(os.environ.get("BROKER_PORT", "8081"))
     Path(".emulator").mkdir(exist_ok=True)
     try:
         emulator = start_emulator(log_path=Path(".emulator/firestore.log"))
@@ -58,6 +96,12 @@ def main() -> int:
         print(f"make run: {error}", file=sys.stderr)
         return 1
     Path(EMULATOR_HOST_FILE).write_text(emulator.host)
+    try:
+        broker = start_broker_process(broker_port)
+    except BrokerError as error:
+        emulator.stop()
+        print(f"make run: {error} (set BROKER_PORT to use another port)", file=sys.stderr)
+        return 1
     server = subprocess.Popen(
         [
             sys.executable,
@@ -76,7 +120,7 @@ def main() -> int:
 
     for signum in (signal.SIGINT, signal.SIGTERM):  # SIGINT too: a shell may start us with it ignored
         signal.signal(signum, stop)
-    print(usage(port, emulator.host), flush=True)
+    print(usage(port, broker_port, emulator.host), flush=True)
     try:
         return server.wait()
     except KeyboardInterrupt:
@@ -84,6 +128,8 @@ def main() -> int:
         server.wait(timeout=30)
         return 0
     finally:
+        broker.terminate()
+        broker.wait(timeout=10)
         emulator.stop()
         Path(EMULATOR_HOST_FILE).unlink(missing_ok=True)
 
