@@ -38,9 +38,13 @@ def make_run(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int, int]]
         start_new_session=True,
     )
     yield process, port, broker_port
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
+    if process.poll() is None:  # the test failed half way: stop it as Ctrl-C would, so that it stops its parts
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
 
 
 def process_environment() -> dict[str, str]:
