@@ -13,9 +13,9 @@ import urllib.error
 import urllib.request
 
 from bench.service import NOTIFY, App, new_message_id, spawn
+from qjobs.cli.send import build_request
 from qjobs.config import DEV_CURRENT_SIGNING_KEY
 from qjobs.devtools.emulator import Emulator
-from qjobs.sign import build_request
 
 PAYLOAD = {"tripId": "cold", "event": "trip_updated", "collaboratorIds": ["u1", "u2"], "message": "Cold start"}
 

@@ -14,10 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from qjobs.cli.send import build_request, send
 from qjobs.config import DEV_CURRENT_SIGNING_KEY
 from qjobs.devtools.emulator import Emulator, free_port
 from qjobs.devtools.run_local import DEV_KEYS
-from qjobs.sign import build_request, send
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = "bench-project"

@@ -52,6 +52,7 @@ class Settings(BaseModel):
     token_collection: str = Field("jobTokens", alias="TOKEN_COLLECTION", min_length=1)
     ledger_retention_days: float = Field(7, alias="LEDGER_RETENTION_DAYS", gt=0)
     dead_letter_retention_days: float = Field(30, alias="DEAD_LETTER_RETENTION_DAYS", gt=0)
+    notification_retention_days: float | None = Field(None, alias="NOTIFICATION_RETENTION_DAYS", gt=0)
     job_lease_seconds: Seconds = Field(300, alias="JOB_LEASE_SECONDS")
     firestore_timeout_seconds: Seconds = Field(10, alias="FIRESTORE_TIMEOUT_SECONDS")
     shutdown_grace_seconds: float = Field(7, alias="SHUTDOWN_GRACE_SECONDS", ge=0)

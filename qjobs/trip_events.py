@@ -10,7 +10,7 @@ import hashlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from google.cloud import firestore
@@ -57,6 +57,11 @@ class Refs:
     @classmethod
     def of(cls, payload: TripEvent, db: firestore.Client, message_id: str) -> "Refs":
         return cls(db, payload.idempotencyKey or message_id)
+
+    @classmethod
+    def of_event(cls, event: Data, db: firestore.Client) -> "Refs":
+        """The documents of a recorded event (it keeps the key it was filed under)."""
+        return cls(db, event.get("idempotencyKey") or event["messageId"])
 
     @property
     def event(self) -> DocumentReference:
@@ -122,7 +127,8 @@ def make_plan(payload: TripEvent, ctx: StepContext) -> Plan:
     else:
         users = users_of(ctx, refs, candidates_of(payload))
         uids = [uid for uid in candidates_of(payload) if not muted(users[uid], payload)]
-        event = new_event(payload, ctx.message_id, uids, skipped=len(payload.collaboratorIds) - len(uids))
+        skipped = len(payload.collaboratorIds) - len(uids)
+        event = new_event(payload, ctx.message_id, uids, skipped=skipped, expire_at=retention_end(ctx))
         is_new = True
     inboxes = ctx.reads.documents([refs.inbox(uid) for uid in uids])
     recipients = [Recipient(uid, users[uid], refs.inbox(uid), inboxes[refs.inbox(uid).path]) for uid in uids]
@@ -148,8 +154,18 @@ def muted(user: Data, payload: TripEvent) -> bool:
     return payload.tripId in (prefs.get("mutedTrips") or []) or payload.event in (prefs.get("mutedEvents") or [])
 
 
-def new_event(payload: TripEvent, message_id: str, recipients: list[str], skipped: int) -> Data:
+def retention_end(ctx: StepContext) -> datetime | None:
+    """When a new event and its inbox entries expire (NOTIFICATION_RETENTION_DAYS), if ever."""
+    days = ctx.settings.notification_retention_days
+    return ctx.attempt.now + timedelta(days=days) if days else None
+
+
+def new_event(
+    payload: TripEvent, message_id: str, recipients: list[str], *, skipped: int, expire_at: datetime | None
+) -> Data:
+    kept = {"expireAt": expire_at} if expire_at else {}
     return {
+        **kept,
         "tripId": payload.tripId,
         "event": payload.event,
         "message": payload.message,
@@ -195,7 +211,10 @@ def event_writes(plan: Plan, delivering: bool) -> list[Write]:
 
 
 def inbox_entry(event: Data, recipient: Recipient, message_id: str, *, email_on: bool) -> Data:
+    """An entry expires with its event, when the event expires."""
+    kept = {"expireAt": event["expireAt"]} if event.get("expireAt") else {}
     return {
+        **kept,
         "tripId": event["tripId"],
         "event": event["event"],
         "message": event["message"],

@@ -8,9 +8,10 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import settings
 
+from tests.loop import loop, mailbox_emptied
 from tests.support import client, db, deliver, emulator, make_client, service_env
 
-__all__ = ["client", "db", "deliver", "emulator", "make_client", "service_env"]
+__all__ = ["client", "db", "deliver", "emulator", "loop", "mailbox_emptied", "make_client", "service_env"]
 
 settings.register_profile("dev", print_blob=True)
 settings.register_profile("ci", derandomize=True, print_blob=True, database=None)

@@ -25,6 +25,7 @@ def test_defaults() -> None:
     assert settings.job_lease_seconds == 300
     assert settings.ledger_collection == "jobs"
     assert settings.ledger_retention_days == 7
+    assert settings.notification_retention_days is None, "notifications are kept unless told otherwise"
     assert settings.default_keys().all() == (CURRENT_KEY,)
 
 
@@ -41,6 +42,12 @@ def test_every_problem_is_listed_on_one_line() -> None:
     assert "\n" not in message
     for name in ("QSTASH_CURRENT_SIGNING_KEY", "MAX_BODY_BYTES", "PUBLIC_BASE_URL", "LOG_LEVEL"):
         assert name in message
+
+
+@pytest.mark.parametrize("days", ["0", "-3", "a month"])
+def test_a_retention_that_is_not_a_positive_number_is_refused(days: str) -> None:
+    message = error_for({"QSTASH_CURRENT_SIGNING_KEY": CURRENT_KEY, "NOTIFICATION_RETENTION_DAYS": days})
+    assert "NOTIFICATION_RETENTION_DAYS" in message
 
 
 def test_cloud_run_requires_public_base_url() -> None:

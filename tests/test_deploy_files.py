@@ -74,7 +74,8 @@ def test_the_image_compiles_every_source_it_copies() -> None:
     """PYTHONDONTWRITEBYTECODE keeps instances from caching bytecode: without it compiled at
     build, every cold start compiles the sources."""
     instructions = dockerfile_instructions()
-    sources = [args.split()[0].rstrip("/") for name, args in instructions if name == "COPY"][1:]
+    copied = [source for name, args in instructions if name == "COPY" for source in args.split()[:-1]]
+    sources = [source.rstrip("/") for source in copied if source.endswith((".py", "/"))]
     (compile_step,) = [args for name, args in instructions if name == "RUN" and "compileall" in args]
     assert sources and all(source in compile_step.split() for source in sources), (sources, compile_step)
     assert dockerfile_env().get("PYTHONDONTWRITEBYTECODE") == "1"
@@ -123,7 +124,7 @@ def test_dockerignore_keeps_out_the_venv_the_tests_and_git() -> None:
         "qjobs/__pycache__/x.pyc",
     ):
         assert dockerignored(path, patterns), path
-    for path in ("main.py", "handlers/memory_sync.py", "qjobs/pipeline.py", "requirements.txt"):
+    for path in ("main.py", "handlers/memory_sync.py", "qjobs/pipeline.py", "requirements.txt", "pyproject.toml"):
         assert not dockerignored(path, patterns), path
 
 
@@ -191,6 +192,16 @@ def test_the_deploy_matches_the_service_configuration() -> None:
     assert substituted(step("push")["args"][1]) == flags["--image"]
 
 
+def test_the_image_installs_the_operators_command() -> None:
+    """`qjobs` is declared once, in pyproject.toml, and the image installs the package (its
+    dependencies are installed before, pinned)."""
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts == {"qjobs": "qjobs.cli:main"}
+    steps = [args for name, args in dockerfile_instructions() if name == "RUN"]
+    assert any("pip install --no-cache-dir --no-deps ." in step for step in steps)
+    assert any("pyproject.toml" in args.split() for name, args in dockerfile_instructions() if name == "COPY")
+
+
 def test_every_ttl_policy_is_declared_and_documented() -> None:
     """The collections whose documents get `expireAt` have a TTL override in
     firestore.indexes.json and a gcloud command in docs/deploy.md, and nothing else does."""
@@ -203,4 +214,23 @@ def test_every_ttl_policy_is_declared_and_documented() -> None:
     documented = set(
         re.findall(r"gcloud firestore fields ttls update expireAt --collection-group=(\w+) --enable-ttl", deploy)
     )
-    assert declared == documented == {"jobs", "jobTokens", "deadLetters"}
+    assert declared == documented == {"jobs", "jobTokens", "deadLetters", "notificationEvents", "notifications"}
+
+
+def test_the_gcloud_path_creates_the_same_composite_indexes_as_the_json() -> None:
+    """docs/deploy.md offers gcloud alone as the other way to create the indexes: it must
+    create exactly the ones firestore.indexes.json declares."""
+    deploy = (ROOT / "docs" / "deploy.md").read_text().replace("\\\n", " ")
+    created = set()
+    for command in re.findall(r"gcloud firestore indexes composite create [^\n]+", deploy):
+        (group,) = re.findall(r"--collection-group=(\w+)", command)
+        configs = re.findall(r"--field-config=field-path=(\w+),(order|array-config)=(\w+)", command)
+        created.add((group, tuple((path, value.upper()) for path, _, value in configs)))
+    declared = {
+        (
+            index["collectionGroup"],
+            tuple((field["fieldPath"], field.get("order") or field["arrayConfig"]) for field in index["fields"]),
+        )
+        for index in json.loads((ROOT / "firestore.indexes.json").read_text())["indexes"]
+    }
+    assert created == declared

@@ -6,96 +6,29 @@ import itertools
 import json
 import os
 import subprocess
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 from google.cloud import firestore
-from qstash import QStash
 from qstash.message import PublishResponse
 
-from qjobs.devtools.broker import DEV_TOKEN, RunningBroker, start_broker
-from qjobs.publish import Publisher, publish_memory_sync, publish_notify_collaborators
+from qjobs.devtools.broker import DEV_TOKEN
+from qjobs.publish import publish_memory_sync, publish_notify_collaborators
 from qjobs.trip_events import doc_id
-from tests.receivers import SmtpServer, start_smtp
+from tests.loop import SCALE, Loop
 from tests.support import (
-    CURRENT_KEY,
-    NEXT_KEY,
-    PROJECT,
     ROOT,
-    Server,
     encode,
     qstash_headers,
-    start_server,
     wait_until,
 )
 
-pytestmark = [pytest.mark.processes, pytest.mark.timeout(90)]
+pytestmark = [pytest.mark.processes, pytest.mark.timeout(90), pytest.mark.usefixtures("mailbox_emptied")]
 
-SCALE = 0.01
 SLACK = 0.5
 NODE_PROJECT = ROOT / "tests" / "js"
-
-
-@dataclass
-class Loop:
-    broker: RunningBroker
-    server: Server
-    smtp: SmtpServer
-    qstash: QStash
-    publisher: Publisher
-
-    def settled(self, message_id: str) -> bool:
-        message = self.broker.broker.messages.get(message_id)
-        return message is not None and message.state in ("DELIVERED", "FAILED")
-
-    def wait(self, *message_ids: str) -> None:
-        wait_until(lambda: all(self.settled(message_id) for message_id in message_ids), "the broker settled them")
-
-    def starts(self, message_id: str) -> list[float]:
-        return [attempt.started for attempt in self.broker.broker.attempts if attempt.message_id == message_id]
-
-    def publish_raw(self, path: str, body: Any, **options: Any) -> str:
-        sent = self.qstash.message.publish_json(url=self.server.url + path, body=body, **options)
-        assert isinstance(sent, PublishResponse)
-        return sent.message_id
-
-
-@pytest.fixture(scope="module")
-def loop(emulator: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loop]:
-    """The broker (in this process), an SMTP server, and the service as a server process
-    with email on; the SDK and the publisher pointed at the broker."""
-    smtp = start_smtp()
-    broker = start_broker(time_scale=SCALE, environ={"QSTASH_CURRENT_SIGNING_KEY": CURRENT_KEY})
-    env = {
-        **{name: value for name, value in os.environ.items() if not name.startswith(("QSTASH", "K_", "PUBLIC_"))},
-        "QSTASH_CURRENT_SIGNING_KEY": CURRENT_KEY,
-        "QSTASH_NEXT_SIGNING_KEY": NEXT_KEY,
-        "FIRESTORE_EMULATOR_HOST": emulator.host,
-        "GOOGLE_CLOUD_PROJECT": PROJECT,
-        "SMTP_URL": smtp.url,
-        "EMAIL_FROM": "Trips <trips@example.test>",
-        "LOG_LEVEL": "WARNING",
-    }
-    server = start_server(env, Path(tmp_path_factory.mktemp("loop")) / "server.log")
-    qstash = QStash(DEV_TOKEN, base_url=broker.url, retry=False)
-    yield Loop(broker, server, smtp, qstash, Publisher(qstash, server.url))
-    server.stop()
-    broker.stop()
-    smtp.stop()
-
-
-@pytest.fixture(autouse=True)
-def empty_mailbox(loop: Loop) -> None:
-    """The SMTP server lives as long as the module: each test starts with it empty."""
-    mailbox = loop.smtp.mailbox
-    mailbox.messages.clear()
-    mailbox.refuse.clear()
-    mailbox.refuse_times.clear()
 
 
 def notify(**fields: Any) -> dict[str, Any]:

@@ -5,6 +5,7 @@ import contextlib
 import itertools
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from handlers import notify_collaborators
 from qjobs.devtools.emulator import free_port
 from qjobs.trip_events import doc_id, make_plan
 from tests.receivers import SmtpServer, WebhookReceiver, start_smtp
-from tests.support import NOTIFY, AppFactory, Deliver, all_at_once, error_of, new_message_id
+from tests.support import NOTIFY, AppFactory, Deliver, all_at_once, encode, error_of, new_message_id, qstash_headers
 
 WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 SENDER = "Trips <notifications@trips.example.test>"
@@ -110,6 +111,26 @@ def test_a_replay_under_a_new_message_id_with_the_same_key_is_the_same_event(
     assert len(inbox(db, "u1")) == len(inbox(db, "u2")) == 1 and inbox(db, "u3") == []
     assert entry(db, key, "u1")["message"] == "Dates moved to June"
     assert entry(db, key, "u1")["idempotencyKey"] == key
+
+
+def test_without_a_retention_setting_notifications_are_kept(deliver: Deliver, db: firestore.Client) -> None:
+    message_id = new_message_id()
+    deliver(NOTIFY, payload(), message_id=message_id)
+    event = db.collection("notificationEvents").document(doc_id(message_id)).get().to_dict() or {}
+    assert "expireAt" not in event and "expireAt" not in entry(db, message_id, "u1")
+
+
+def test_notification_retention_gives_the_event_and_its_entries_one_expiry(
+    make_client: AppFactory, db: firestore.Client
+) -> None:
+    client = make_client(NOTIFICATION_RETENTION_DAYS="90")
+    message_id, before = new_message_id(), datetime.now(UTC)
+    body = encode(payload())
+    client.post(NOTIFY, data=body, headers=qstash_headers(NOTIFY, body, message_id=message_id))
+    event = db.collection("notificationEvents").document(doc_id(message_id)).get().to_dict() or {}
+    expiries = {event["expireAt"], entry(db, message_id, "u1")["expireAt"], entry(db, message_id, "u2")["expireAt"]}
+    (expiry,) = expiries
+    assert before + timedelta(days=90) <= expiry <= datetime.now(UTC) + timedelta(days=90)
 
 
 def test_a_hundred_recipients_in_one_job(deliver: Deliver, db: firestore.Client) -> None:

@@ -14,7 +14,7 @@ import requests
 from google.cloud import firestore
 
 from qjobs.devtools.emulator import free_port
-from qjobs.devtools.run_local import EMULATOR_HOST_FILE, LOCAL_PROJECT, publisher_environment
+from qjobs.devtools.run_local import EMULATOR_HOST_FILE, ENV_FILE, LOCAL_PROJECT
 from tests.support import ROOT, wait_until
 
 pytestmark = [pytest.mark.processes, pytest.mark.timeout(120)]
@@ -78,38 +78,25 @@ def test_make_run_serves_publishes_and_stops_everything(make_run: tuple[subproce
     children = children_of(process.pid)
     assert len(children) >= 3, "the emulator, the broker and the service"
 
-    publishing = {**process_environment(), **publisher_environment(port, broker_port)}
-    emulator_host = (ROOT / EMULATOR_HOST_FILE).read_text().strip()
-    seeded = subprocess.run(
-        [sys.executable, "-m", "qjobs.devtools.seed"],
-        cwd=ROOT,
-        env={**publishing, "FIRESTORE_EMULATOR_HOST": emulator_host},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    assert "conversation c1" in seeded.stdout
-    command = (
-        "from qjobs.publish import publish_memory_sync as publish; "
-        'print(publish({"userId": "u1", "conversationId": "c1", "syncType": "incremental"}).message_id)'
-    )
-    published = subprocess.run(
-        [sys.executable, "-c", command],
-        cwd=ROOT,
-        env=publishing,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    message_id = published.stdout.strip()
-    os.environ["FIRESTORE_EMULATOR_HOST"] = emulator_host
+    exported = dict(line.split("=", 1) for line in (ROOT / ENV_FILE).read_text().splitlines())
+    assert exported["FIRESTORE_EMULATOR_HOST"] == (ROOT / EMULATOR_HOST_FILE).read_text().strip()
+    operator = {**process_environment(), **exported}
+
+    def command(*argv: str) -> str:
+        done = subprocess.run(argv, cwd=ROOT, env=operator, capture_output=True, text=True, timeout=60, check=True)
+        return done.stdout
+
+    assert "conversation c1" in command(sys.executable, "-m", "qjobs.devtools.seed")
+    qjobs = str(Path(sys.executable).with_name("qjobs"))
+    published = command(qjobs, "publish", "memory-sync", "--user-id=u1", "--conversation-id=c1", "--sync-type=full")
+    message_id = published.split()[3]
+    os.environ["FIRESTORE_EMULATOR_HOST"] = exported["FIRESTORE_EMULATOR_HOST"]
     entry = firestore.Client(project=LOCAL_PROJECT).collection("jobs").document(message_id)
     wait_until(lambda: entry.get().exists and entry.get().get("status") == "succeeded", "the sync ran", timeout=30)
+    assert message_id in command(qjobs, "jobs", "list", "--job=memory-sync")
     assert requests.get(f"http://127.0.0.1:{port}/health", timeout=5).json() == {"status": "ok"}
 
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=60) == 0
     wait_until(lambda: not any(Path(f"/proc/{child}").exists() for child in children), "every part stopped")
-    assert not (ROOT / EMULATOR_HOST_FILE).exists()
+    assert not (ROOT / EMULATOR_HOST_FILE).exists() and not (ROOT / ENV_FILE).exists()

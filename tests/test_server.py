@@ -17,7 +17,6 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 
 from tests.support import (
     CHANNELS_OFF,
-    CURRENT_KEY,
     MEMORY,
     NOTIFY,
     NOTIFY_PAYLOAD,
@@ -60,14 +59,15 @@ def runs(db: firestore.Client, marker: str) -> list[dict[str, object]]:
     return [doc.to_dict() or {} for doc in query.stream()]
 
 
-def test_a_job_sent_with_the_sign_tool_lands_in_firestore(
+def test_a_job_sent_with_qjobs_send_lands_in_firestore(
     service_env: dict[str, str], db: firestore.Client, servers: list[Server], tmp_path: Path
 ) -> None:
     server = start_server(service_env, tmp_path / "server.log")
     servers.append(server)
     sent = subprocess.run(
-        [sys.executable, "-m", "qjobs.sign", server.url + NOTIFY, json.dumps(NOTIFY_PAYLOAD), "--key", CURRENT_KEY],
+        [str(Path(sys.executable).with_name("qjobs")), "send", NOTIFY, "--body", json.dumps(NOTIFY_PAYLOAD)],
         cwd=ROOT,
+        env={**service_env, "JOBS_BASE_URL": server.url},
         capture_output=True,
         text=True,
         timeout=60,

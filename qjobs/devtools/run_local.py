@@ -25,6 +25,8 @@ DEV_KEYS = {
 LOCAL_PROJECT = "local-project"
 EMULATOR_HOST_FILE = ".emulator/host"
 """Where `make run` leaves its emulator's address, for the other local tools."""
+ENV_FILE = ".emulator/env"
+"""Where `make run` leaves the variables that point `qjobs` and the publishing helpers at it."""
 
 
 def service_environment(port: int, emulator_host: str) -> dict[str, str]:
@@ -39,32 +41,36 @@ def service_environment(port: int, emulator_host: str) -> dict[str, str]:
     return env
 
 
-def publisher_environment(port: int, broker_port: int) -> dict[str, str]:
-    """What an application needs to publish through the local broker to the local service."""
+def operator_environment(port: int, broker_port: int, emulator_host: str) -> dict[str, str]:
+    """What `qjobs` and an application need to publish through the local broker to the local
+    service and to read the local Firestore."""
     return {
         "QSTASH_URL": f"http://127.0.0.1:{broker_port}",
         "QSTASH_TOKEN": DEV_TOKEN,
         "JOBS_BASE_URL": f"http://127.0.0.1:{port}",
+        "FIRESTORE_EMULATOR_HOST": emulator_host,
+        "GOOGLE_CLOUD_PROJECT": os.environ.get("GOOGLE_CLOUD_PROJECT") or LOCAL_PROJECT,
     }
 
 
 def usage(port: int, broker_port: int, emulator_host: str) -> str:
     base = f"http://127.0.0.1:{port}"
-    exports = " ".join(f"{name}={value}" for name, value in publisher_environment(port, broker_port).items())
+    project = operator_environment(port, broker_port, emulator_host)["GOOGLE_CLOUD_PROJECT"]
     return f"""
 Service:   {base}  (health: {base}/health)
 QStash:    http://127.0.0.1:{broker_port}  (local broker, in memory)
-Firestore: emulator at {emulator_host}, project {LOCAL_PROJECT}
-Publish jobs through the broker from another terminal:
-  export {exports}
+Firestore: emulator at {emulator_host}, project {project}
+From another terminal, in this folder:
+  export $(cat {ENV_FILE})                  # where the broker, the service and the emulator are
   .venv/bin/python -m qjobs.devtools.seed      # a sample conversation c1 of user u1
-  .venv/bin/python -c 'from qjobs.publish import publish_memory_sync as publish; print(publish(
-    {{"userId": "u1", "conversationId": "c1", "syncType": "incremental"}}))'
-Or sign one yourself and send it straight to the service:
-  .venv/bin/python -m qjobs.sign {base}/api/jobs/notify-collaborators \\
-    '{{"tripId":"trip-1","event":"trip_updated","collaboratorIds":["u1","u2"],"message":"Dates moved"}}'
+  .venv/bin/qjobs publish memory-sync --user-id u1 --conversation-id c1 --sync-type incremental
+  .venv/bin/qjobs jobs list                    # what ran; `.venv/bin/qjobs --help` for the rest
 Press Ctrl-C to stop all three.
 """
+
+
+def write_env_file(variables: dict[str, str]) -> None:
+    Path(ENV_FILE).write_text("".join(f"{name}={value}\n" for name, value in variables.items()))
 
 
 def start_broker_process(port: int) -> subprocess.Popen[bytes]:
@@ -95,13 +101,14 @@ def main() -> int:
     except EmulatorError as error:
         print(f"make run: {error}", file=sys.stderr)
         return 1
-    Path(EMULATOR_HOST_FILE).write_text(emulator.host)
     try:
         broker = start_broker_process(broker_port)
     except BrokerError as error:
         emulator.stop()
         print(f"make run: {error} (set BROKER_PORT to use another port)", file=sys.stderr)
         return 1
+    Path(EMULATOR_HOST_FILE).write_text(emulator.host)
+    write_env_file(operator_environment(port, broker_port, emulator.host))
     server = subprocess.Popen(
         [
             sys.executable,
@@ -132,6 +139,7 @@ def main() -> int:
         broker.wait(timeout=10)
         emulator.stop()
         Path(EMULATOR_HOST_FILE).unlink(missing_ok=True)
+        Path(ENV_FILE).unlink(missing_ok=True)
 
 
 if __name__ == "__main__":
