@@ -7,12 +7,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NODE_STAMP := tests/js/node_modules/.installed
-SOURCES := main.py handlers qjobs tests bench
+SOURCES := main.py handlers qjobs tests bench evals
 COVERAGE_FLOOR := 92
 # Line coverage of qjobs/ and handlers/ in the test process: the service's server
 # processes and the command-line tools run as subprocesses are not measured.
 
-.PHONY: run test test-fast lint pytest bench mutants lock clean
+.PHONY: run test test-fast lint pytest bench eval-memory mutants lock clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] < (3, 11) and "Python 3.11+ is required")'
@@ -47,6 +47,12 @@ pytest: $(STAMP) $(NODE_STAMP)
 # Latency, throughput and memory figures of the real service on the emulator (prints, never asserts).
 bench: $(STAMP)
 	$(BIN)/python -m bench.deliveries
+
+# How well memory-sync's extractor reads real user turns (../shared/data, see evals/memory.py):
+# precision and recall by category on a tuning set and a check set; prints, never asserts.
+# `make eval-memory ARGS="--show misses --category budget"` lists examples from the tuning set.
+eval-memory: $(STAMP)
+	$(BIN)/python -m evals.memory $(ARGS)
 
 # Each deliberate bug of tests/mutants/catalogue.json in a scratch copy, and whether a test catches it
 # (minutes; not part of `make test`). `make mutants NAMES="6-iat-unchecked"` runs some of them.

@@ -1,12 +1,13 @@
-"""The extraction table, the preference fold and the summary fold, without Firestore."""
+"""Extraction and the summary fold, without Firestore: ordinary phrasing, the requests real
+users make while planning, questions, negations with a scope, and open choices."""
 
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from qjobs.memory.extract import RuleExtractor
-from qjobs.memory.preferences import StoredStatement, fold
 from qjobs.memory.summary import SUMMARY_MAX_CHARS, SummaryState, apply_message, keywords, summary_text
 
 EXTRACTOR = RuleExtractor()
@@ -14,6 +15,10 @@ EXTRACTOR = RuleExtractor()
 
 def found(text: str) -> list[tuple[str, str, Any]]:
     return [(s.category, s.op, s.value) for s in EXTRACTOR.extract(text)]
+
+
+def with_basis(text: str) -> list[tuple[str, str, Any, str]]:
+    return [(s.category, s.op, s.value, s.basis) for s in EXTRACTOR.extract(text)]
 
 
 @pytest.mark.parametrize(
@@ -83,34 +88,128 @@ def test_mentions_that_state_nothing_about_the_user(text: str) -> None:
     assert found(text) == []
 
 
-def statement(
-    category: str, op: str, value: Any, minute: int, *, conversation: str = "c1", message: str = "m"
-) -> StoredStatement:
-    stated = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=minute)
-    return StoredStatement(category, op, value, 0.9, stated, conversation, f"{message}{minute}", 0)
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "Find me economy flights from SFO.",
+            [("cabinClass", "set", "economy", "choice"), ("homeAirport", "set", "SFO", "choice")],
+        ),
+        ("I always fly premium economy", [("cabinClass", "set", "premium_economy", "stated")]),
+        ("I prefer a window seat", [("seat", "set", "window", "stated")]),
+        ("I'd prefer a window seat this time", [("seat", "set", "window", "choice")]),
+        ("I'm vegan", [("dietary", "add", "vegan", "stated")]),
+        (
+            "I'm vegan and I fly out of Boston Logan (BOS).",
+            [("dietary", "add", "vegan", "stated"), ("homeAirport", "set", "BOS", "stated")],
+        ),
+        ("My husband is coeliac, so find us a gluten-free place.", [("dietary", "add", "gluten_free", "stated")]),
+        ("Find me a vegetarian restaurant", [("dietary", "add", "vegetarian", "choice")]),
+        ("Can you find me a reasonably priced place to eat?", [("budget", "set", {"level": "mid_range"}, "choice")]),
+        ("Can you find me a house to stay in?", [("accommodation", "set", "apartment", "choice")]),
+        ("I'm leaving from Atlanta next Thursday.", [("homeAirport", "set", "ATL", "choice")]),
+        ("My home airport is BOS", [("homeAirport", "set", "BOS", "stated")]),
+        ("Please search for NYC to LAX.", [("homeAirport", "set", "NYC", "choice")]),
+        ("Premium economy, please.", [("cabinClass", "set", "premium_economy", "choice")]),
+        ("Let's go with the apartment in Alfama.", [("accommodation", "set", "apartment", "choice")]),
+        ("Find me a Historical Landmark to visit.", [("interests", "add", "history", "choice")]),
+        ("Is there a museum nearby?", [("interests", "add", "museums", "choice")]),
+        ("Can you see if there is a child-friendly museum?", [("interests", "add", "museums", "choice")]),
+        ("Are there any Economy class tickets left?", [("cabinClass", "set", "economy", "choice")]),
+    ],
+)
+def test_choices_made_while_planning_are_statements_with_their_basis(
+    text: str, expected: list[tuple[str, str, Any, str]]
+) -> None:
+    assert with_basis(text) == expected
 
 
-def test_a_later_statement_overrides_an_earlier_one() -> None:
-    derived = fold("seat", [statement("seat", "set", "aisle", 2), statement("seat", "set", "window", 1)])
-    assert derived is not None and derived["value"] == "aisle" and derived["sourceMessageId"] == "m2"
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Is it economy?",
+        "Do they have vegetarian options?",
+        "How pricey are they?",
+        "Can you tell me if the restaurant is costly?",
+        "Is this a redeye flight?",
+        "What is their price range?",
+        "Yes, that works. Is it an inexpensive restaurant?",
+        "Can I get their address and is it average priced?",
+        "Would you say the price range is not very costly?",
+        "Price extravagant?",
+        "I'd like to find a restaurant.",
+        "Find me a restaurant where I can listen to live music.",
+    ],
+)
+def test_a_question_or_a_plain_request_states_nothing(text: str) -> None:
+    assert found(text) == []
 
 
-def test_a_negation_withdraws_only_the_value_it_names() -> None:
-    assert fold("seat", [statement("seat", "set", "aisle", 1), statement("seat", "remove", "aisle", 2)]) is None
-    kept = fold("seat", [statement("seat", "set", "window", 1), statement("seat", "remove", "aisle", 2)])
-    assert kept is not None and kept["value"] == "window"
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("No, not now. I need to find a hotel.", [("accommodation", "set", "hotel")]),
+        ("No, not now, I need to find a hotel.", [("accommodation", "set", "hotel")]),
+        ("No I want Business class seats.", [("cabinClass", "set", "business")]),
+        ("I don't need a flight, but I want an aisle seat.", [("seat", "set", "aisle")]),
+        ("I'm not looking for a hotel.", [("accommodation", "remove", "hotel")]),
+        ("I'm not sure when we leave yet so please find us a hotel.", [("accommodation", "set", "hotel")]),
+        ("I do not want anything too extravagant.", [("budget", "set", {"level": "mid_range"})]),
+        ("Find something not very costly.", [("budget", "set", {"level": "mid_range"})]),
+        ("I don't mind if it's expensive.", [("budget", "set", {"level": "luxury"})]),
+        ("no red-eyes please", [("avoid", "add", "red_eye_flights")]),
+    ],
+)
+def test_a_negation_governs_only_what_follows_it_closely(text: str, expected: list[tuple[str, str, Any]]) -> None:
+    assert found(text) == expected
 
 
-def test_lists_add_and_remove_in_order_across_conversations() -> None:
-    statements = [
-        statement("dietary", "add", "vegetarian", 1, conversation="c1"),
-        statement("dietary", "add", "halal", 2, conversation="c2"),
-        statement("dietary", "remove", "vegetarian", 3, conversation="c1"),
-        statement("dietary", "add", "vegetarian", 0, conversation="c3"),
-    ]
-    derived = fold("dietary", statements)
-    assert derived is not None and derived["value"] == ["halal"] and derived["sourceConversationId"] == "c1"
-    assert fold("dietary", statements[-2:]) is None
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Either business or economy is fine.", []),
+        ("Business or economy.", []),
+        ("Both business and economy are fine.", []),
+        ("Find me Economy tickets from any airline.", [("cabinClass", "set", "economy")]),
+        ("I need a place to eat in any price range.", []),
+        ("This is just for 1 person, and seating doesn't matter.", []),
+        ("Find me some Korean food, I do not care too much about price, something cheap maybe.", []),
+    ],
+)
+def test_what_the_user_leaves_open_gets_nothing(text: str, expected: list[tuple[str, str, Any]]) -> None:
+    assert found(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Book me on Delta Airlines.", [("airlines", "add", {"airline": "delta", "stance": "prefer"})]),
+        ("I never fly Spirit Airlines.", [("airlines", "add", {"airline": "spirit", "stance": "avoid"})]),
+        ("Find a flight, but not on United Airlines.", [("airlines", "add", {"airline": "united", "stance": "avoid"})]),
+        ("We land in the United States on Monday.", []),
+        ("I'm looking for a 4 star hotel.", [("hotelClass", "set", 4), ("accommodation", "set", "hotel")]),
+        ("Find me a five-star restaurant.", []),
+        ("We'd like a cheap hostel.", [("budget", "set", {"level": "budget"}), ("accommodation", "set", "hostel")]),
+        ("Find me a fancy place to eat.", [("budget", "set", {"level": "luxury"})]),
+        ("Something affordable, please.", [("budget", "set", {"level": "mid_range"})]),
+        ("I want a mall in SF.", [("interests", "add", "shopping")]),
+        ("Non meat food will be great.", [("dietary", "add", "vegetarian")]),
+        ("I'll be leaving from Vegas.", [("homeAirport", "set", "LAS")]),
+        ("I need a bus from San Francisco to LA.", []),
+    ],
+)
+def test_vocabulary_from_real_phrasing(text: str, expected: list[tuple[str, str, Any]]) -> None:
+    assert found(text) == expected
+
+
+@settings(max_examples=300)
+@given(st.text(alphabet=st.characters(codec="utf-8"), max_size=300))
+def test_extraction_is_total_and_deterministic(text: str) -> None:
+    """Whatever a user types, extraction answers the same statements twice and never fails:
+    a page transaction may run it again."""
+    first = EXTRACTOR.extract(text)
+    assert first == EXTRACTOR.extract(text)
+    assert all(s.basis in ("stated", "choice") and s.op in ("set", "add", "remove") for s in first)
 
 
 def test_the_summary_keeps_the_request_decisions_and_questions_in_the_users_words() -> None:

@@ -100,11 +100,12 @@ def test_the_route_extracts_indexes_and_summarises(deliver: Deliver, paged: Flas
     assert {k: response.json[k] for k in ("syncType", "processedMessages", "preferencesUpdated", "cursor")} == {
         "syncType": "incremental",
         "processedMessages": 7,
-        "preferencesUpdated": 3,
+        "preferencesUpdated": 4,
         "cursor": {"createdAt": "2026-05-01T00:06:00Z", "messageId": "m00006"},
     }
     assert preference(db, "u1", "dietary") == ["vegan"] and preference(db, "u1", "seat") == "aisle"
     assert preference(db, "u1", "budget") == {"amount": 2000, "currency": "USD", "per": "trip"}
+    assert preference(db, "u1", "accommodation") == "apartment", "a decision is a choice"
     summary = db.collection("users/u1/conversationSummaries").document("c1").get().to_dict() or {}
     assert summary["summary"].startswith("Request: We want to plan a trip to Lisbon in June.")
     assert "Decisions: Let's go with the apartment in Alfama." in summary["summary"]
@@ -256,7 +257,7 @@ def test_malformed_messages_are_applied_without_stalling_the_cursor(
     messages = db.collection("conversations", conversation.id, "messages")
     messages.document("x-odd-1").set({"role": "user", "content": 42, "createdAt": "yesterday"})
     messages.document("x-odd-2").set({"role": None, "content": "I'm vegan", "createdAt": "yesterday"})
-    messages.document("x-odd-3").set({"role": "user", "content": "I prefer a window seat.", "createdAt": "zzz"})
+    messages.document("x-odd-3").set({"role": "user", "content": "Book me a window seat.", "createdAt": "zzz"})
     response = sync(deliver, paged, conversation, "incremental")
     assert response.status_code == 200 and response.json is not None
     assert response.json["processedMessages"] == 5
@@ -267,3 +268,30 @@ def test_malformed_messages_are_applied_without_stalling_the_cursor(
     assert preference(db, "u8", "seat") == "aisle"
     again = sync(deliver, paged, conversation, "incremental")
     assert again.json is not None and again.json["processedMessages"] == 0
+
+
+def test_choices_across_conversations_support_a_preference_until_one_is_stated(
+    deliver: Deliver, paged: FlaskClient, db: firestore.Client
+) -> None:
+    def cabin() -> dict[str, Any]:
+        return db.collection("users/u9/preferences").document("cabinClass").get().to_dict() or {}
+
+    first = Conversation(db, "u9", "c-choice-1")
+    first.append([("user", "Find me economy flights from SFO.")])
+    assert sync(deliver, paged, first, "incremental").status_code == 200
+    assert (cabin()["value"], cabin()["basis"], cabin()["confidence"]) == ("economy", "choice", 0.5)
+    second = Conversation(db, "u9", "c-choice-2", start=START + timedelta(days=1))
+    second.append([("user", "Economy again, please.")])
+    assert sync(deliver, paged, second, "incremental").status_code == 200
+    support = cabin()["support"]
+    assert (cabin()["confidence"], support["count"]) == (0.65, 2)
+    memories = [db.collection("users/u9/memories").document(memory_id).get() for memory_id in support["memoryIds"]]
+    assert [(m.get("conversationId"), m.get("basis")) for m in memories] == [
+        ("c-choice-2", "choice"),
+        ("c-choice-1", "choice"),
+    ], "the latest first, each a memory entry"
+    third = Conversation(db, "u9", "c-choice-3", start=START + timedelta(days=2))
+    third.append([("user", "I always fly business class.")])
+    assert sync(deliver, paged, third, "incremental").status_code == 200
+    assert (cabin()["value"], cabin()["basis"], cabin()["support"]["count"]) == ("business", "stated", 1)
+    assert db.collection("users/u9/preferences").document("homeAirport").get().get("value") == "SFO"

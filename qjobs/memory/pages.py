@@ -164,6 +164,8 @@ def extract(message: Message) -> list[Statement]:
 
 
 def statement_memory(conversation_id: str, message: Message, position: int, statement: Statement) -> Memory:
+    key = f"preference\x00{conversation_id}\x00{message.id}\x00{position}"
+    memory_id = hashlib.sha256(key.encode()).hexdigest()[:40]
     stored = StoredStatement(
         category=statement.category,
         op=statement.op,
@@ -173,6 +175,8 @@ def statement_memory(conversation_id: str, message: Message, position: int, stat
         conversation_id=conversation_id,
         message_id=message.id,
         position=position,
+        basis=statement.basis,
+        memory_id=memory_id,
     )
     data = {
         "kind": "preference",
@@ -180,6 +184,7 @@ def statement_memory(conversation_id: str, message: Message, position: int, stat
         "op": statement.op,
         "value": statement.value,
         "confidence": statement.confidence,
+        "basis": statement.basis,
         "text": statement.text,
         "keywords": preference_keywords(statement),
         "conversationId": conversation_id,
@@ -187,8 +192,7 @@ def statement_memory(conversation_id: str, message: Message, position: int, stat
         "statedAt": message.created_at,
         "position": position,
     }
-    key = f"preference\x00{conversation_id}\x00{message.id}\x00{position}"
-    return Memory(hashlib.sha256(key.encode()).hexdigest()[:40], data, stored)
+    return Memory(memory_id, data, stored)
 
 
 def preference_keywords(statement: Statement) -> list[str]:
@@ -232,7 +236,7 @@ def rederive_writes(
     writes: list[Write] = []
     for category in sorted(categories):
         query = memories.where(filter=FieldFilter("category", "==", category))
-        stored = {doc.id: StoredStatement.from_memory(doc.to_dict() or {}) for doc in reads.query(query)}
+        stored = {doc.id: StoredStatement.from_memory(doc.to_dict() or {}, doc.id) for doc in reads.query(query)}
         derived = fold(
             category, list({**stored, **{k: v for k, v in fresh.items() if v.category == category}}.values())
         )

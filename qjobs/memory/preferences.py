@@ -1,13 +1,25 @@
 """A preference is derived, never stored as truth: the fold of every statement the user
 made about its category, across all conversations, in (statedAt, conversationId,
-messageId, position) order. A later statement overrides an earlier one; a negation
-withdraws a value; a fold that ends empty means no preference document at all."""
+messageId, position) order.
 
-from dataclasses import dataclass
+What the user states ("I prefer aisle seats") decides: a later stated preference overrides
+an earlier one, and a negation withdraws it. What the user chose while planning ("book me
+an aisle seat") never overrides a stated preference; without one, the value chosen most
+often wins (a tie goes to the most recent), with a confidence that grows with the number
+of conversations it was chosen in. A list category (dietary, interests ...) decides each
+of its items that way. A fold that ends empty means no preference document at all.
+"""
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from qjobs.memory.extract import LIST_CATEGORIES
+
+SUPPORT_IDS = 5
+"""How many of the latest supporting memory ids the derived document lists."""
 
 
 @dataclass(frozen=True)
@@ -20,12 +32,19 @@ class StoredStatement:
     conversation_id: str
     message_id: str
     position: int
+    basis: str = "stated"
+    memory_id: str = ""
 
     def order(self) -> tuple[datetime, str, str, int]:
         return (self.stated_at, self.conversation_id, self.message_id, self.position)
 
+    @property
+    def stated(self) -> bool:
+        return self.basis != "choice"
+
     @classmethod
-    def from_memory(cls, memory: dict[str, Any]) -> "StoredStatement":
+    def from_memory(cls, memory: dict[str, Any], memory_id: str = "") -> "StoredStatement":
+        """A memory entry; one written before `basis` existed reads as stated."""
         return cls(
             category=memory["category"],
             op=memory["op"],
@@ -35,39 +54,137 @@ class StoredStatement:
             conversation_id=memory["conversationId"],
             message_id=memory["messageId"],
             position=int(memory.get("position", 0)),
+            basis=str(memory.get("basis") or "stated"),
+            memory_id=memory_id,
         )
 
 
-def fold(category: str, statements: list[StoredStatement]) -> dict[str, Any] | None:
-    """The preference document's fields (without `updatedAt`), or None when there is none."""
-    value: Any = [] if category in LIST_CATEGORIES else None
-    source: StoredStatement | None = None
-    for statement in sorted(statements, key=StoredStatement.order):
-        changed, value = apply(category, value, statement)
-        if changed:
-            source = statement
-    if source is None or value in (None, []):
+@dataclass
+class Verdict:
+    """What the statements about one value (or one list item) come to."""
+
+    value: Any
+    basis: str
+    confidence: float
+    supporters: list[StoredStatement] = field(default_factory=list)
+
+    @property
+    def latest(self) -> StoredStatement:
+        return self.supporters[-1]
+
+
+def choice_confidence(conversations: int) -> float:
+    """0.5 for a value chosen in one conversation, 0.65, 0.8, then 0.9 from four on."""
+    return round(min(0.9, 0.35 + 0.15 * conversations), 2)
+
+
+def key_of(value: Any) -> str:
+    """A value's identity: an airline is one item whatever its stance."""
+    if isinstance(value, dict) and "airline" in value:
+        return str(value["airline"])
+    return json.dumps(value, sort_keys=True)
+
+
+def decide(statements: list[StoredStatement]) -> Verdict | None:
+    """The verdict on one scalar category, or on one item of a list (its statements ordered).
+    A stated withdrawal also voids the choices of that value made before it."""
+    stated = [s for s in statements if s.stated]
+    verdict = stated_verdict(stated)
+    if verdict is not None:
+        return verdict
+    withdrawn = {key_of(s.value): s.order() for s in stated if s.op == "remove"}
+    choices = [
+        s
+        for s in statements
+        if not s.stated and (key_of(s.value) not in withdrawn or s.order() > withdrawn[key_of(s.value)])
+    ]
+    return chosen_verdict(choices)
+
+
+def stated_verdict(statements: list[StoredStatement]) -> Verdict | None:
+    current: Verdict | None = None
+    for statement in statements:
+        if statement.op in ("set", "add"):
+            same = current is not None and key_of(current.value) == key_of(statement.value)
+            supporters = [*current.supporters, statement] if current is not None and same else [statement]
+            current = Verdict(statement.value, "stated", statement.confidence, supporters)
+        elif statement.op == "remove" and current is not None and key_of(current.value) == key_of(statement.value):
+            current = None
+    return current
+
+
+def chosen_verdict(statements: list[StoredStatement]) -> Verdict | None:
+    tallies: dict[str, list[StoredStatement]] = {}
+    for statement in statements:
+        if statement.op in ("set", "add"):
+            tallies.setdefault(key_of(statement.value), []).append(statement)
+        elif statement.op == "remove":
+            tallies.pop(key_of(statement.value), None)
+    if not tallies:
         return None
+    winner = max(tallies.values(), key=lambda group: (len(group), group[-1].order()))
+    conversations = len({statement.conversation_id for statement in winner})
+    return Verdict(winner[-1].value, "choice", choice_confidence(conversations), winner)
+
+
+def fold(category: str, statements: Iterable[StoredStatement]) -> dict[str, Any] | None:
+    """The preference document's fields (without `updatedAt`), or None when there is none."""
+    ordered = sorted(statements, key=StoredStatement.order)
+    if category in LIST_CATEGORIES:
+        return list_document(category, ordered)
+    verdict = decide(ordered)
+    if verdict is None:
+        return None
+    return document(category, verdict.value, verdict.basis, verdict.confidence, verdict.supporters)
+
+
+def list_document(category: str, ordered: list[StoredStatement]) -> dict[str, Any] | None:
+    items: dict[str, list[StoredStatement]] = {}
+    for statement in ordered:
+        items.setdefault(key_of(statement.value), []).append(statement)
+    verdicts = [verdict for verdict in map(decide, items.values()) if verdict is not None]
+    if not verdicts:
+        return None
+    verdicts.sort(key=lambda verdict: verdict.supporters[0].order())
+    supporters = sorted((s for verdict in verdicts for s in verdict.supporters), key=StoredStatement.order)
+    basis = "stated" if any(verdict.basis == "stated" for verdict in verdicts) else "choice"
+    confidence = max(verdict.confidence for verdict in verdicts)
+    derived = document(category, list_value(category, verdicts), basis, confidence, supporters)
+    derived["items"] = [
+        {
+            "value": verdict.value,
+            "basis": verdict.basis,
+            "confidence": verdict.confidence,
+            "count": len(verdict.supporters),
+        }
+        for verdict in verdicts
+    ]
+    return derived
+
+
+def list_value(category: str, verdicts: list[Verdict]) -> Any:
+    if category == "airlines":
+        return {
+            stance: [v.value["airline"] for v in verdicts if v.value.get("stance") == stance]
+            for stance in ("prefer", "avoid")
+        }
+    return [verdict.value for verdict in verdicts]
+
+
+def document(
+    category: str, value: Any, basis: str, confidence: float, supporters: list[StoredStatement]
+) -> dict[str, Any]:
+    latest = supporters[-1]
     return {
         "category": category,
         "value": value,
-        "confidence": source.confidence,
-        "sourceConversationId": source.conversation_id,
-        "sourceMessageId": source.message_id,
-        "statedAt": source.stated_at,
+        "basis": basis,
+        "confidence": confidence,
+        "support": {
+            "count": len(supporters),
+            "memoryIds": [s.memory_id for s in reversed(supporters) if s.memory_id][:SUPPORT_IDS],
+        },
+        "sourceConversationId": latest.conversation_id,
+        "sourceMessageId": latest.message_id,
+        "statedAt": latest.stated_at,
     }
-
-
-def apply(category: str, value: Any, statement: StoredStatement) -> tuple[bool, Any]:
-    """(whether the statement changed the value, the value after it)."""
-    if category in LIST_CATEGORIES:
-        if statement.op == "add" and statement.value not in value:
-            return True, [*value, statement.value]
-        if statement.op == "remove" and statement.value in value:
-            return True, [item for item in value if item != statement.value]
-        return False, value
-    if statement.op == "set":
-        return True, statement.value
-    if statement.op == "remove" and value == statement.value:
-        return True, None
-    return False, value

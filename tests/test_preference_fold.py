@@ -1,0 +1,142 @@
+"""The preference fold, without Firestore: stated preferences decide, choices count when
+nothing is stated, and the derived document says what supports it."""
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from qjobs.memory.preferences import StoredStatement, fold
+
+
+def statement(
+    category: str,
+    op: str,
+    value: Any,
+    minute: int,
+    *,
+    conversation: str = "c1",
+    message: str = "m",
+    basis: str = "stated",
+) -> StoredStatement:
+    stated = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=minute)
+    return StoredStatement(
+        category, op, value, 0.9, stated, conversation, f"{message}{minute}", 0, basis, f"mem-{conversation}-{minute}"
+    )
+
+
+def chose(category: str, op: str, value: Any, minute: int, conversation: str = "c1") -> StoredStatement:
+    return statement(category, op, value, minute, conversation=conversation, basis="choice")
+
+
+def test_a_later_statement_overrides_an_earlier_one() -> None:
+    derived = fold("seat", [statement("seat", "set", "aisle", 2), statement("seat", "set", "window", 1)])
+    assert derived is not None and derived["value"] == "aisle" and derived["sourceMessageId"] == "m2"
+
+
+def test_a_negation_withdraws_only_the_value_it_names() -> None:
+    assert fold("seat", [statement("seat", "set", "aisle", 1), statement("seat", "remove", "aisle", 2)]) is None
+    kept = fold("seat", [statement("seat", "set", "window", 1), statement("seat", "remove", "aisle", 2)])
+    assert kept is not None and kept["value"] == "window"
+
+
+def test_lists_add_and_remove_in_order_across_conversations() -> None:
+    statements = [
+        statement("dietary", "add", "vegetarian", 1, conversation="c1"),
+        statement("dietary", "add", "halal", 2, conversation="c2"),
+        statement("dietary", "remove", "vegetarian", 3, conversation="c1"),
+        statement("dietary", "add", "vegetarian", 0, conversation="c3"),
+    ]
+    derived = fold("dietary", statements)
+    assert derived is not None and derived["value"] == ["halal"] and derived["sourceConversationId"] == "c2"
+    assert fold("dietary", statements[-2:]) is None
+
+
+def test_a_choice_never_overrides_a_stated_preference() -> None:
+    derived = fold(
+        "seat", [statement("seat", "set", "aisle", 1), *(chose("seat", "set", "window", m) for m in (2, 3, 4))]
+    )
+    assert derived is not None and (derived["value"], derived["basis"]) == ("aisle", "stated")
+    assert derived["support"] == {"count": 1, "memoryIds": ["mem-c1-1"]}
+
+
+def test_without_a_stated_preference_the_value_chosen_most_often_wins() -> None:
+    choices = [chose("cabinClass", "set", "economy", 1), chose("cabinClass", "set", "business", 2)]
+    choices.append(chose("cabinClass", "set", "economy", 3, "c2"))
+    derived = fold("cabinClass", choices)
+    assert derived is not None and (derived["value"], derived["basis"]) == ("economy", "choice")
+    assert derived["support"] == {"count": 2, "memoryIds": ["mem-c2-3", "mem-c1-1"]}
+    assert derived["sourceConversationId"] == "c2"
+
+
+def test_a_tie_between_choices_goes_to_the_most_recent() -> None:
+    derived = fold("seat", [chose("seat", "set", "aisle", 1), chose("seat", "set", "window", 2)])
+    assert derived is not None and derived["value"] == "window"
+    derived = fold("seat", [chose("seat", "set", "window", 1), chose("seat", "set", "aisle", 2)])
+    assert derived is not None and derived["value"] == "aisle"
+
+
+def test_confidence_grows_with_the_conversations_a_choice_was_made_in() -> None:
+    def confidence(*conversations: str) -> float:
+        derived = fold("seat", [chose("seat", "set", "aisle", n, c) for n, c in enumerate(conversations)])
+        assert derived is not None
+        return float(derived["confidence"])
+
+    assert confidence("c1") == confidence("c1", "c1") == 0.5
+    assert confidence("c1") < confidence("c1", "c2") < confidence("c1", "c2", "c3") <= 0.9
+    assert confidence(*(f"c{n}" for n in range(10))) == 0.9
+
+
+def test_a_stated_withdrawal_voids_the_choices_before_it_only() -> None:
+    earlier = [chose("dietary", "add", "vegan", 1), statement("dietary", "remove", "vegan", 2)]
+    assert fold("dietary", earlier) is None
+    later = fold("dietary", [*earlier, chose("dietary", "add", "vegan", 3)])
+    assert later is not None and later["value"] == ["vegan"] and later["basis"] == "choice"
+
+
+def test_a_list_says_the_basis_of_each_item() -> None:
+    derived = fold(
+        "interests",
+        [
+            statement("interests", "add", "museums", 1),
+            chose("interests", "add", "history", 2),
+            chose("interests", "add", "history", 3, "c2"),
+        ],
+    )
+    assert derived is not None and derived["value"] == ["museums", "history"] and derived["basis"] == "stated"
+    assert [(item["value"], item["basis"], item["count"]) for item in derived["items"]] == [
+        ("museums", "stated", 1),
+        ("history", "choice", 2),
+    ]
+    assert derived["support"]["count"] == 3
+
+
+def test_airlines_are_preferred_or_avoided_and_the_latest_stance_wins() -> None:
+    def flown(name: str, stance: str) -> dict[str, str]:
+        return {"airline": name, "stance": stance}
+
+    statements = [
+        chose("airlines", "add", flown("delta", "prefer"), 1),
+        statement("airlines", "add", flown("spirit", "avoid"), 2),
+    ]
+    derived = fold("airlines", statements)
+    assert derived is not None and derived["value"] == {"prefer": ["delta"], "avoid": ["spirit"]}
+    derived = fold("airlines", [*statements, statement("airlines", "add", flown("delta", "avoid"), 3)])
+    assert derived is not None and derived["value"] == {"prefer": [], "avoid": ["spirit", "delta"]}
+
+
+def test_support_lists_at_most_five_memory_ids_latest_first() -> None:
+    derived = fold("seat", [chose("seat", "set", "aisle", minute) for minute in range(8)])
+    assert derived is not None and derived["support"]["count"] == 8
+    assert derived["support"]["memoryIds"] == [f"mem-c1-{minute}" for minute in (7, 6, 5, 4, 3)]
+
+
+def test_a_memory_written_before_basis_existed_reads_as_stated() -> None:
+    memory = {
+        "category": "seat",
+        "op": "set",
+        "value": "aisle",
+        "statedAt": datetime(2026, 1, 1, tzinfo=UTC),
+        "conversationId": "c1",
+        "messageId": "m1",
+    }
+    assert StoredStatement.from_memory(memory, "mem-1").basis == "stated"
+    assert StoredStatement.from_memory({**memory, "basis": "choice"}, "mem-1").basis == "choice"
