@@ -1,11 +1,14 @@
 # The job service for Cloud Run. Same Python minor version as development and CI.
 FROM python:3.11-slim
 
-# WORKERS x THREADS is how many deliveries one instance runs at once: keep it equal to
-# the Cloud Run service's --concurrency (cloudbuild.yaml). Cloud Run sets PORT.
+# WORKERS x THREADS is how many deliveries one instance runs at once; the deploy
+# (cloudbuild.yaml) sets THREADS to the service's --concurrency, these are the defaults.
+# Cloud Run sets PORT. gunicorn makes its control socket in XDG_RUNTIME_DIR, else under
+# $HOME, which the image's user does not have (an ERROR line at every start).
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    XDG_RUNTIME_DIR=/tmp \
     WORKERS=1 \
     THREADS=8
 

@@ -12,7 +12,7 @@ COVERAGE_FLOOR := 92
 # Line coverage of qjobs/ and handlers/ in the test process: the service's server
 # processes and the command-line tools run as subprocesses are not measured.
 
-.PHONY: run test test-fast lint pytest bench eval-memory mutants lock clean
+.PHONY: run test test-fast lint pytest bench eval-memory check-deploy mutants lock clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] < (3, 11) and "Python 3.11+ is required")'
@@ -31,7 +31,7 @@ run: $(STAMP)
 
 test: lint pytest
 
-# The tests that need neither the Firestore emulator (Java) nor other processes: seconds.
+# The tests that need neither the Firestore emulator (Java 21+) nor other processes: seconds.
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not emulator and not processes"
 
@@ -47,6 +47,12 @@ pytest: $(STAMP) $(NODE_STAMP)
 # Latency, throughput and memory figures of the real service on the emulator (prints, never asserts).
 bench: $(STAMP)
 	$(BIN)/python -m bench.deliveries
+
+# Every gcloud command of docs/deploy.md and cloudbuild.yaml's deploy through gcloud's own
+# parser, and cloudbuild.yaml through its build config loader: offline, no account needed.
+# (tests/test_deploy_commands.py runs the same checks in `make test`.)
+check-deploy: $(STAMP)
+	$(BIN)/python -m qjobs.devtools.check_deploy
 
 # How well memory-sync's extractor reads real user turns (../shared/data, see evals/memory.py):
 # precision and recall by category on a tuning set and a check set; prints, never asserts.

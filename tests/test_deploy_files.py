@@ -18,9 +18,19 @@ import requests
 import yaml
 from google.cloud import firestore
 
-from tests.support import NOTIFY, NOTIFY_PAYLOAD, ROOT, Server, encode, qstash_headers, start_server
+from tests.support import NOTIFY, NOTIFY_PAYLOAD, ROOT, Server, encode, qstash_headers, start_server, wait_until
 
-BUILT_IN_SUBSTITUTIONS = {"PROJECT_ID", "COMMIT_SHA", "SHORT_SHA", "BUILD_ID", "LOCATION", "REPO_NAME", "BRANCH_NAME"}
+BUILT_IN_SUBSTITUTIONS = {
+    "PROJECT_ID", "PROJECT_NUMBER", "COMMIT_SHA", "SHORT_SHA", "BUILD_ID", "LOCATION", "REPO_NAME", "BRANCH_NAME"
+}  # fmt: skip
+DEPLOY_FLAGS_THAT_DROP_SETTINGS = (
+    "--set-env-vars",
+    "--set-secrets",
+    "--env-vars-file",
+    "--clear-env-vars",
+    "--clear-secrets",
+)
+"""`gcloud run deploy --help`: each removes every existing value first."""
 
 
 def dockerfile_instructions() -> list[tuple[str, str]]:
@@ -83,10 +93,13 @@ def test_the_image_compiles_every_source_it_copies() -> None:
 
 @pytest.fixture
 def container_like(service_env: dict[str, str], db: firestore.Client, tmp_path: Path) -> Iterator[Server]:
-    """The Dockerfile's CMD, started in the repository with the Dockerfile's ENV."""
+    """The Dockerfile's CMD, started in the repository with the Dockerfile's ENV, as the
+    image's user, who has no home (`useradd --no-create-home`): HOME names a directory
+    that cannot be made, even by root."""
     command = dockerfile_cmd()
     venv_bin = str(Path(sys.executable).parent)
-    env = {**service_env, **dockerfile_env(), "PATH": f"{venv_bin}:/usr/bin:/bin"}
+    env = {**service_env, "HOME": "/proc/no-home-for-the-image-user", **dockerfile_env()}
+    env["PATH"] = f"{venv_bin}:/usr/bin:/bin"
     server = start_server(env, tmp_path / "container.log", command=command)
     yield server
     server.stop(signal.SIGTERM)
@@ -99,6 +112,19 @@ def test_the_dockerfile_command_serves_a_signed_job(container_like: Server, db: 
     response = requests.post(container_like.url + NOTIFY, data=body, headers=headers, timeout=30)
     assert response.status_code == 200 and response.json()["notified"] == 2
     assert db.collection("jobs").document(headers["Upstash-Message-Id"]).get().get("status") == "succeeded"
+
+
+@pytest.mark.processes
+def test_the_dockerfile_command_starts_and_stops_without_an_error_line(container_like: Server) -> None:
+    """Every instance start is logged; an ERROR there (gunicorn failing to make its control
+    socket under a home the user does not have) would page someone for nothing. gunicorn
+    starts that socket in a thread after the workers: wait until it exists or failed."""
+    socket = Path(dockerfile_env().get("XDG_RUNTIME_DIR", "/nonexistent")) / "gunicorn.ctl"
+    wait_until(lambda: socket.exists() or "Control server" in container_like.logs(), "the control socket's start")
+    container_like.stop(signal.SIGTERM)
+    assert not socket.exists(), "removed at shutdown"
+    errors = [line for line in container_like.logs().splitlines() if "[ERROR]" in line or '"ERROR"' in line]
+    assert errors == []
 
 
 def dockerignored(path: str, patterns: list[str]) -> bool:
@@ -146,25 +172,22 @@ def substituted(text: str) -> str:
 def test_every_step_has_an_id_and_the_pipeline_has_what_it_needs() -> None:
     ids = [s.get("id") for s in cloudbuild()["steps"]]
     assert None not in ids and len(ids) == len(set(ids))
-    assert ids == [
-        "start-firestore-emulator",
-        "wait-for-firestore-emulator",
-        "lint-and-test",
-        "build",
-        "push",
-        "deploy",
-    ]
+    assert ids == ["lint-and-test", "build", "push", "deploy"]
     assert (ROOT / "Dockerfile").exists() and step("build")["args"][-1] == "."
 
 
-def test_the_test_step_runs_the_readme_test_command_against_the_emulator() -> None:
+def test_the_test_step_runs_the_readme_test_command_with_what_the_readme_asks_for() -> None:
+    """`make test` starts its own emulator, as on any machine: the step installs what the
+    README's first lines ask for besides Python (Node.js with npm, Java 21+, the emulator)."""
     test = step("lint-and-test")
-    assert test["name"] == f"python:{declared_python()}"
-    assert "make test" in " ".join(test["args"])
-    assert "FIRESTORE_EMULATOR_HOST=firestore-emulator:8085" in test["env"]
-    readme_first_lines = (ROOT / "README.md").read_text().splitlines()[:6]
+    assert test["name"] == f"python:{declared_python()}-trixie", "Debian 13: Java 21 is packaged"
+    script = " ".join(test["args"])
+    assert script.rstrip().endswith("make test") and "set -euo pipefail" in script
+    for package in ("nodejs", "npm", "openjdk-21-jre-headless", "google-cloud-cli-firestore-emulator"):
+        assert f" {package}" in script, package
+    readme_first_lines = (ROOT / "README.md").read_text().splitlines()[:12]
     assert any(line.startswith("make test") for line in readme_first_lines)
-    assert "--network=cloudbuild" in step("start-firestore-emulator")["args"]
+    assert "Java 21+" in " ".join(readme_first_lines) and "Node.js 18+" in " ".join(readme_first_lines)
 
 
 def test_every_substitution_is_declared() -> None:
@@ -176,20 +199,64 @@ def test_every_substitution_is_declared() -> None:
     assert built_ins <= BUILT_IN_SUBSTITUTIONS
 
 
+def deploy_flags() -> dict[str, str]:
+    args = [substituted(str(arg)) for arg in step("deploy")["args"]]
+    return dict(arg.split("=", 1) for arg in args if arg.startswith("--") and "=" in arg)
+
+
+def pairs(value: str) -> dict[str, str]:
+    return dict(pair.split("=", 1) for pair in value.split(","))
+
+
 def test_the_deploy_matches_the_service_configuration() -> None:
     args = [substituted(str(arg)) for arg in step("deploy")["args"]]
-    flags = dict(arg.split("=", 1) for arg in args if arg.startswith("--") and "=" in arg)
-    env = dict(pair.split("=", 1) for pair in flags["--set-env-vars"].split(","))
+    flags = deploy_flags()
+    env = pairs(flags["--update-env-vars"])
     assert int(flags["--timeout"]) <= int(env["JOB_LEASE_SECONDS"]), "a request must not outlive its lease"
-    container = dockerfile_env()
-    assert int(flags["--concurrency"]) == int(container["WORKERS"]) * int(container["THREADS"])
     assert {"PUBLIC_BASE_URL", "GOOGLE_CLOUD_PROJECT"} <= set(env)
-    assert (
-        "QSTASH_CURRENT_SIGNING_KEY=" in flags["--set-secrets"] and "QSTASH_NEXT_SIGNING_KEY=" in flags["--set-secrets"]
-    )
+    assert {"QSTASH_CURRENT_SIGNING_KEY", "QSTASH_NEXT_SIGNING_KEY"} <= set(pairs(flags["--update-secrets"]))
     assert "--allow-unauthenticated" in args and "--region" in flags and "--service-account" in flags
     assert flags["--image"] in [substituted(image) for image in cloudbuild()["images"]]
     assert substituted(step("push")["args"][1]) == flags["--image"]
+
+
+def test_one_number_governs_the_concurrency_of_cloud_run_and_of_the_instance() -> None:
+    """Cloud Run's --concurrency and the server's WORKERS x THREADS come from one
+    substitution; the image's defaults agree with its default."""
+    raw = {str(arg).split("=", 1)[0]: str(arg).split("=", 1)[-1] for arg in step("deploy")["args"]}
+    assert raw["--concurrency"] == "${_CONCURRENCY}"
+    env = pairs(raw["--update-env-vars"])
+    assert (env["WORKERS"], env["THREADS"]) == ("1", "${_CONCURRENCY}")
+    container = dockerfile_env()
+    assert int(container["WORKERS"]) * int(container["THREADS"]) == int(cloudbuild()["substitutions"]["_CONCURRENCY"])
+
+
+def test_a_deploy_keeps_the_settings_the_doc_tells_operators_to_add() -> None:
+    """docs/deploy.md has operators add settings to the service (channels, retention); a
+    deploy that set every variable anew would drop them, and one that set the same names
+    would overwrite them."""
+    args = [str(arg) for arg in step("deploy")["args"]]
+    assert not [arg for arg in args if arg.split("=", 1)[0] in DEPLOY_FLAGS_THAT_DROP_SETTINGS]
+    deploy_doc = (ROOT / "docs" / "deploy.md").read_text().replace("\\\n", " ")
+    added = set()
+    for command in re.findall(r"gcloud run services update [^\n]+", deploy_doc):
+        for token in shlex.split(command):
+            name, _, value = token.partition("=")
+            if name in ("--update-env-vars", "--update-secrets"):
+                added |= {pair.split("=", 1)[0] for pair in value.split(",")}
+    assert {"SMTP_URL", "EMAIL_FROM", "COLLABORATOR_WEBHOOK_URL", "COLLABORATOR_WEBHOOK_SECRET"} <= added
+    flags = deploy_flags()
+    owned = set(pairs(flags["--update-env-vars"])) | set(pairs(flags["--update-secrets"]))
+    assert not added & owned, "the pipeline sets none of what operators add"
+
+
+def test_the_public_url_defaults_to_the_services_own_url() -> None:
+    """QStash signs the URL it publishes to: the first deploy must know it. Cloud Run's
+    deterministic URL needs the project number, a built-in substitution, inside another
+    substitution, which manual builds allow only with dynamic substitutions."""
+    build = cloudbuild()
+    assert build["substitutions"]["_PUBLIC_BASE_URL"] == "https://${_SERVICE}-${PROJECT_NUMBER}.${_REGION}.run.app"
+    assert build["options"]["dynamicSubstitutions"] is True
 
 
 def test_the_image_installs_the_operators_command() -> None:
@@ -234,3 +301,41 @@ def test_the_gcloud_path_creates_the_same_composite_indexes_as_the_json() -> Non
         for index in json.loads((ROOT / "firestore.indexes.json").read_text())["indexes"]
     }
     assert created == declared
+
+
+def test_the_gcloud_path_makes_the_same_exemptions_as_the_json() -> None:
+    """Every field the JSON leaves unindexed (`"indexes": []`) has its gcloud command."""
+    unindexed = {
+        (override["collectionGroup"], override["fieldPath"])
+        for override in json.loads((ROOT / "firestore.indexes.json").read_text())["fieldOverrides"]
+        if override.get("indexes") == []
+    }
+    deploy = (ROOT / "docs" / "deploy.md").read_text()
+    documented = set(
+        (group, field)
+        for field, group in re.findall(
+            r"gcloud firestore indexes fields update (\w+) --collection-group=(\w+) --disable-indexes", deploy
+        )
+    )
+    assert unindexed == documented and ("jobs", "expireAt") in documented
+
+
+def test_the_firebase_cli_finds_the_indexes_and_the_image_leaves_them_out() -> None:
+    firebase = json.loads((ROOT / "firebase.json").read_text())
+    assert firebase == {"firestore": {"indexes": "firestore.indexes.json"}}
+    patterns = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines() if line.strip()]
+    assert dockerignored("firebase.json", patterns) and dockerignored("firestore.indexes.json", patterns)
+
+
+def test_the_trigger_is_second_generation_and_runs_as_its_own_account() -> None:
+    deploy = (ROOT / "docs" / "deploy.md").read_text().replace("\\\n", " ")
+    (trigger,) = re.findall(r"gcloud builds triggers create github [^\n]+", deploy)
+    assert "--repository=" in trigger and "--region=" in trigger and "--service-account=" in trigger
+    assert "_PUBLIC_BASE_URL" not in trigger, "the default is the service's own URL"
+    roles = set(re.findall(r"roles/[\w.]+", deploy.split("## 5.")[1].split("## 6.")[0]))
+    assert roles == {
+        "roles/run.admin",
+        "roles/artifactregistry.writer",
+        "roles/logging.logWriter",
+        "roles/iam.serviceAccountUser",
+    }

@@ -18,7 +18,7 @@ from pathlib import Path
 INSTALL_HINT = (
     "the Firestore emulator is missing: install it with "
     "`gcloud components install cloud-firestore-emulator` (or the Debian/Ubuntu package "
-    "google-cloud-cli-firestore-emulator) and Java 17+"
+    "google-cloud-cli-firestore-emulator) and Java 21+ (17 still works, but gcloud warns that its support ends)"
 )
 
 
