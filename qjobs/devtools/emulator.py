@@ -9,6 +9,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -75,18 +76,44 @@ class Emulator:
             self.process.wait(timeout=10)
 
 
+BIND_ATTEMPTS = 3
+
+
+class PortTaken(EmulatorError):
+    """The port was free when chosen and taken when the emulator bound it."""
+
+
 def start_emulator(port: int | None = None, log_path: Path | None = None, timeout: float = 60) -> Emulator:
-    port = port or free_port()
+    """The emulator on `port`, or on a free port. A free port can be taken between being
+    chosen and being bound (the emulator itself first opens a WebSocket server on a port the
+    system picks, which may be that one): then another is tried."""
+    for attempt in range(1, BIND_ATTEMPTS + 1):
+        try:
+            return start_on(port or free_port(), log_path, timeout)
+        except PortTaken:
+            if port is not None or attempt == BIND_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
+
+
+def start_on(port: int, log_path: Path | None, timeout: float) -> Emulator:
     host = f"127.0.0.1:{port}"
     command = [*find_launcher(), "--host=127.0.0.1", f"--port={port}"]
-    with open(log_path or os.devnull, "wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    emulator = Emulator(host, process)
-    try:
-        wait_until_ready(emulator, timeout)
-    except BaseException:
-        emulator.stop()
-        raise
+    with tempfile.TemporaryDirectory() as scratch:
+        log_file = log_path or Path(scratch) / "firestore.log"
+        with open(log_file, "wb") as log:
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        emulator = Emulator(host, process)
+        try:
+            wait_until_ready(emulator, timeout)
+        except EmulatorError as error:
+            emulator.stop()
+            if "Address already in use" in log_file.read_text(errors="replace"):
+                raise PortTaken(f"port {port} was taken: {error}") from None
+            raise
+        except BaseException:
+            emulator.stop()
+            raise
     return emulator
 
 
