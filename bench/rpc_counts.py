@@ -22,7 +22,7 @@ from qjobs.config import DEV_CURRENT_SIGNING_KEY
 from qjobs.devtools.emulator import Emulator
 from qjobs.devtools.rpcs import RpcLog, counting_rpcs
 from qjobs.devtools.run_local import DEV_KEYS
-from qjobs.signature import sign
+from qjobs.signature import delivery_headers
 from tests.receivers import WebhookReceiver, start_smtp
 
 BASE_URL = "https://jobs.bench.test"
@@ -76,12 +76,14 @@ def build(emulator: Emulator, **extra: str) -> FlaskClient:
 
 def post(client: FlaskClient, path: str, payload: Any, message_id: str | None = None, retried: int = 0) -> int:
     body = json.dumps(payload).encode()
-    headers = {
-        "Content-Type": "application/json",
-        "Upstash-Signature": sign(body, url=BASE_URL + path, key=DEV_CURRENT_SIGNING_KEY),
-        "Upstash-Message-Id": message_id or new_message_id(),
-        "Upstash-Retried": str(retried),
-    }
+    signed = delivery_headers(
+        body,
+        url=BASE_URL + path,
+        key=DEV_CURRENT_SIGNING_KEY,
+        message_id=message_id or new_message_id(),
+        retried=retried,
+    )
+    headers = {"Content-Type": "application/json", **signed}
     return client.post(path, data=body, headers=headers).status_code
 
 

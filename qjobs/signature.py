@@ -138,3 +138,14 @@ def sign(body: bytes, /, *, url: str, key: str, now: float | None = None, **over
     claims.update(overrides)
     claims = {name: value for name, value in claims.items() if value is not None}
     return jwt.encode(claims, key, algorithm="HS256", headers={"typ": "JWT"})
+
+
+def delivery_headers(body: bytes, *, url: str, key: str, message_id: str, retried: int = 0) -> dict[str, str]:
+    """The headers QStash delivers a message with: the local broker's deliveries and
+    `qjobs send` must look the same to the service as QStash's own."""
+    return {
+        "Upstash-Message-Id": message_id,
+        "Upstash-Retried": str(retried),
+        "Upstash-Signature": sign(body, url=url, key=key),
+        "User-Agent": "Upstash-QStash",
+    }

@@ -50,9 +50,6 @@ class Environment:
         """Firestore of GOOGLE_CLOUD_PROJECT (the emulator when FIRESTORE_EMULATOR_HOST is set)."""
         return firestore.Client(project=self.get("GOOGLE_CLOUD_PROJECT") or None)
 
-    def collection(self, setting: str, default: str) -> str:
-        return self.get(setting, default)
-
     def qstash(self) -> QStash:
         token = self.get("QSTASH_TOKEN")
         if not token:

@@ -19,6 +19,7 @@ from qstash.errors import QStashError
 from qstash.message import FlowControl, PublishResponse
 
 from handlers import FAILURE_CALLBACK, ROUTES
+from handlers.failure_callback import job_of
 from qjobs.cli.common import CliError, Commands, Environment, add_command, print_fields, print_json, print_table
 
 OWN_HEADERS = ("content-type", "upstash-")
@@ -46,11 +47,6 @@ def add_parser(commands: Commands) -> None:
         command.add_argument("dlq_id", metavar="DLQ_ID")
         command.add_argument("--json", action="store_true", help="print the answer as JSON")
         command.set_defaults(run=run)
-
-
-def job_of(url: str) -> str | None:
-    path = urlsplit(url).path
-    return ROUTES[path].name if path in ROUTES else None
 
 
 def summary(letter: DlqMessage) -> dict[str, Any]:

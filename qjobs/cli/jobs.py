@@ -14,7 +14,9 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 from google.cloud.firestore_v1.query import Query
 
+from handlers.failure_callback import DEAD_LETTERS
 from qjobs.cli.common import CliError, Commands, Environment, add_command, print_fields, print_json, print_table
+from qjobs.config import Settings
 
 STATUSES = ("running", "succeeded", "failed", "rejected")
 COLUMNS = ("messageId", "job", "status", "attempts", "updatedAt", "error")
@@ -37,13 +39,13 @@ def add_parser(commands: Commands) -> None:
 
 
 def ledger(env: Environment, db: firestore.Client) -> Any:
-    return db.collection(env.collection("LEDGER_COLLECTION", "jobs"))
+    return db.collection(env.get("LEDGER_COLLECTION", Settings.model_fields["ledger_collection"].default))
 
 
 def run_show(args: argparse.Namespace, env: Environment) -> int:
     db = env.firestore()
     entry = ledger(env, db).document(args.message_id).get()
-    letter = db.collection("deadLetters").document(args.message_id).get()
+    letter = db.collection(DEAD_LETTERS).document(args.message_id).get()
     if not entry.exists and not letter.exists:
         raise CliError(f"no ledger entry and no dead-letter record for {args.message_id}")
     shown = {"messageId": args.message_id, "ledger": entry.to_dict() if entry.exists else None}

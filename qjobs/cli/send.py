@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 
 from qjobs.cli.common import CliError, Commands, Environment, add_command, print_json
-from qjobs.signature import sign
+from qjobs.signature import delivery_headers
 
 
 def add_parser(commands: Commands) -> None:
@@ -42,13 +42,8 @@ def read_body(argument: str) -> bytes:
 def build_request(
     url: str, body: bytes, *, key: str, message_id: str, retried: int = 0, signed_url: str | None = None
 ) -> urllib.request.Request:
-    headers = {
-        "Content-Type": "application/json",
-        "User-Agent": "Upstash-QStash",
-        "Upstash-Signature": sign(body, url=signed_url or url, key=key),
-        "Upstash-Message-Id": message_id,
-        "Upstash-Retried": str(retried),
-    }
+    signed = delivery_headers(body, url=signed_url or url, key=key, message_id=message_id, retried=retried)
+    headers = {"Content-Type": "application/json", **signed}
     return urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310 - the operator's URL
 
 

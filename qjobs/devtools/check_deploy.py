@@ -149,12 +149,13 @@ def check_commands(commands: list[str], files: dict[str, str] | None = None) -> 
 
 def config_error(path: Path = CLOUDBUILD) -> str | None:
     """gcloud's build config loader's complaint about the file, or None."""
-    sdk_root = subprocess.run(
-        [gcloud(), "info", "--format=value(installation.sdk_root)"], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    python = subprocess.run(
-        [gcloud(), "info", "--format=value(basic.python_location)"], capture_output=True, text=True, check=True
-    ).stdout.strip()
+    where = subprocess.run(
+        [gcloud(), "info", "--format=value(installation.sdk_root,basic.python_location)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    sdk_root, python = where.stdout.strip().split("\t")
     lib = Path(sdk_root) / "lib"
     done = subprocess.run(
         [python, "-c", LOAD_CONFIG, str(path)],

@@ -87,13 +87,13 @@ def start_emulator(port: int | None = None, log_path: Path | None = None, timeou
     """The emulator on `port`, or on a free port. A free port can be taken between being
     chosen and being bound (the emulator itself first opens a WebSocket server on a port the
     system picks, which may be that one): then another is tried."""
-    for attempt in range(1, BIND_ATTEMPTS + 1):
+    for _ in range(BIND_ATTEMPTS - 1):
         try:
             return start_on(port or free_port(), log_path, timeout)
         except PortTaken:
-            if port is not None or attempt == BIND_ATTEMPTS:
+            if port is not None:
                 raise
-    raise AssertionError("unreachable")
+    return start_on(port or free_port(), log_path, timeout)
 
 
 def start_on(port: int, log_path: Path | None, timeout: float) -> Emulator:

@@ -195,16 +195,18 @@ class Clause:
             return False
         if EMBEDDED_QUESTION.search(lowered) or WH_QUESTION.search(lowered) or ABOUT_PRICE.search(lowered):
             return True
-        aux = AUX_QUESTION.search(lowered)
-        return aux is not None and aux.group("subject") in THING_SUBJECTS
+        return self.aux_subject in THING_SUBJECTS
+
+    @cached_property
+    def aux_subject(self) -> str | None:
+        """The subject after an opening auxiliary ("is *it*", "can *you*"), if it opens so."""
+        aux = AUX_QUESTION.search(self.lowered)
+        return aux.group("subject") if aux else None
 
     @cached_property
     def requested(self) -> bool:
         """Asked for as a question: "can you find ...", "are there any ...", "is there a ..."."""
-        aux = AUX_QUESTION.search(self.lowered)
-        return (aux is not None and aux.group("subject") in ASKING_SUBJECTS) or EXISTENCE.search(
-            self.lowered
-        ) is not None
+        return self.aux_subject in ASKING_SUBJECTS or EXISTENCE.search(self.lowered) is not None
 
     @cached_property
     def habitual(self) -> bool:

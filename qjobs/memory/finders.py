@@ -103,7 +103,7 @@ def airports(clause: Clause) -> Iterator[Mention]:
     """The first origin the clause names; a trip's only when the message is about flying."""
     for match in [*ORIGIN.finditer(clause.text), *ROUTE.finditer(clause.text)]:
         code = airport_code(match.group("place"), match.group("code"))
-        standing = "standing" in match.groupdict() and match.group("standing") is not None
+        standing = match.groupdict().get("standing") is not None
         if code is None or (not standing and GROUND.search(clause.message)):
             continue
         yield Mention(
@@ -140,15 +140,8 @@ AIRLINE = re.compile(
 
 def airlines(clause: Clause) -> Iterator[Mention]:
     for match in AIRLINE.finditer(clause.text):
-        name = (match.group("free") or match.group("named") or match.group("flown")).lower()
-        start = (
-            match.start("free")
-            if match.group("free")
-            else match.start("named")
-            if match.group("named")
-            else match.start("flown")
-        )
-        yield Mention("airlines", AIRLINES[name], start, match.end(), "choice", 0.8)
+        named = str(match.lastgroup)
+        yield Mention("airlines", AIRLINES[match.group(named).lower()], match.start(named), match.end(), "choice", 0.8)
 
 
 # ---------------------------------------------------------------- hotel class

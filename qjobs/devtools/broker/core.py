@@ -26,7 +26,7 @@ from typing import Any
 
 from qjobs.devtools.broker.durations import retry_after_seconds
 from qjobs.devtools.broker.expression import Node, delay_ms
-from qjobs.signature import sign
+from qjobs.signature import delivery_headers
 
 DEFAULT_RETRIES = 3
 DEFAULT_TIMEOUT_SECONDS = 30.0
@@ -228,13 +228,10 @@ class Broker:
             self._settle(message, answer)
 
     def _send(self, message: Message) -> Answer:
-        headers = {
-            **message.headers,
-            "Upstash-Message-Id": message.id,
-            "Upstash-Retried": str(message.retried),
-            "Upstash-Signature": sign(message.body, url=message.url, key=self.signing_key),
-            "User-Agent": "Upstash-QStash",
-        }
+        delivery = delivery_headers(
+            message.body, url=message.url, key=self.signing_key, message_id=message.id, retried=message.retried
+        )
+        headers = {**message.headers, **delivery}
         if message.caller_ip:
             headers["Upstash-Caller-Ip"] = message.caller_ip
         request = urllib.request.Request(message.url, data=message.body or None, headers=headers, method=message.method)
