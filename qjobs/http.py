@@ -83,8 +83,15 @@ def signed_url(request: flask.Request, settings: Settings) -> str:
     path = request.path + (f"?{query}" if query else "")
     if settings.public_base_url:
         return settings.public_base_url + path
-    host = request.headers.get("X-Forwarded-Host") or request.headers.get("Host", "")
-    return f"https://{host}{path}"
+    return f"https://{original_host(request)}{path}"
+
+
+def original_host(request: flask.Request) -> str:
+    """The host the client asked for: the first of `X-Forwarded-Host`'s comma-separated
+    list (each proxy appends the host it was asked for), else `Host`. The scheme is not
+    taken from `X-Forwarded-Proto`: a proxy's `http` leg must not change the signed URL."""
+    forwarded = request.headers.get("X-Forwarded-Host", "").split(",")[0].strip()
+    return forwarded or request.headers.get("Host", "")
 
 
 def header_detail(header: str, code: str, message: str) -> ErrorDetail:

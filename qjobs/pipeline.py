@@ -24,6 +24,7 @@ from qjobs.http import error_response, header_detail, json_response, read_capped
 from qjobs.jobs import JobSpec
 from qjobs.ledger import Delivery, Ledger
 from qjobs.logs import DeliveryLog, log_delivery
+from qjobs.numbers import ascii_natural
 from qjobs.runner import JobRunner, shutting_down
 from qjobs.safe_id import is_safe_id
 from qjobs.shutdown import ActiveRuns, Shutdown
@@ -186,8 +187,9 @@ def require_message_id(request: flask.Request) -> str:
 
 
 def retried_count(request: flask.Request) -> int:
-    value = request.headers.get("Upstash-Retried", "0")
-    return int(value) if value.isdigit() and len(value) < 6 else 0
+    """`Upstash-Retried`, or 0 when it is absent or not ASCII digits: the count only steers
+    the duplicate check's first read and the log, so a garbled one is read as a first attempt."""
+    return ascii_natural(request.headers.get("Upstash-Retried")) or 0
 
 
 def parse_payload(body: bytes, model: type[BaseModel]) -> BaseModel:

@@ -98,3 +98,23 @@ def test_health_refuses_other_methods(client: FlaskClient) -> None:
     response = client.post("/health")
     assert response.status_code == 405 and response.headers["Allow"] == "GET, HEAD"
     assert response.json is not None and response.json["error"] == "method_not_allowed"
+
+
+@pytest.mark.parametrize("retried", ["²", "³", "٣", "\uff13", "+1", " 1", "1e3", "-1", "9" * 40])
+def test_an_upstash_retried_that_is_not_ascii_digits_reads_as_a_first_attempt(
+    client: FlaskClient, db: firestore.Client, retried: str
+) -> None:
+    """Other scripts' digits and superscripts are no count: neither a 500 (`int("²")` raises)
+    nor a silent reading (`int("٣")` is 3)."""
+    body, message_id = encode(NOTIFY_PAYLOAD), new_message_id()
+    headers = {**qstash_headers(NOTIFY, body, message_id=message_id), "Upstash-Retried": retried}
+    response = client.post(NOTIFY, data=body, headers=headers)
+    assert response.status_code == 200, response.json
+    assert db.collection("jobs").document(message_id).get().get("retried") == 0
+
+
+def test_an_ascii_upstash_retried_is_read(client: FlaskClient, db: firestore.Client) -> None:
+    body, message_id = encode(NOTIFY_PAYLOAD), new_message_id()
+    headers = {**qstash_headers(NOTIFY, body, message_id=message_id), "Upstash-Retried": "03"}
+    assert client.post(NOTIFY, data=body, headers=headers).status_code == 200
+    assert db.collection("jobs").document(message_id).get().get("retried") == 3

@@ -225,3 +225,22 @@ def test_a_replayed_token_under_a_new_message_id_is_refused(deliver: Deliver, cl
 def test_signing_time_is_now_by_default() -> None:
     claims = jwt.decode(sign(BODY, url=URL, key=CURRENT_KEY), options={"verify_signature": False})
     assert abs(claims["iat"] - time.time()) < 5
+
+
+@pytest.mark.parametrize(
+    "forwarded_host",
+    ["public.example.test, lb.internal", "public.example.test,lb.internal,10.0.0.2", " public.example.test "],
+)
+def test_off_cloud_run_the_first_forwarded_host_names_the_url(
+    make_client: AppFactory, db: object, forwarded_host: str
+) -> None:
+    """Each proxy appends the host it was asked for: the first is the one QStash published to."""
+    client = make_client(PUBLIC_BASE_URL=None)
+    body = encode(NOTIFY_PAYLOAD)
+    signed = qstash_headers(NOTIFY, body, base_url="https://public.example.test")
+    headers = {**signed, "Host": "10.0.0.1:8080", "X-Forwarded-Host": forwarded_host, "X-Forwarded-Proto": "http"}
+    response = client.post(NOTIFY, data=body, headers=headers)
+    assert response.status_code == 200, response.json
+    reversed_order = {**qstash_headers(NOTIFY, body, base_url="https://public.example.test"), "Host": "10.0.0.1:8080"}
+    reversed_order["X-Forwarded-Host"] = "lb.internal, public.example.test"
+    assert error_of(client.post(NOTIFY, data=body, headers=reversed_order)) == (401, "invalid_signature", "wrong_url")
