@@ -22,11 +22,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from handlers import ROUTES
 from qjobs.jobs import Done, JobSpec, ReadContext, StepContext, Write
+from qjobs.numbers import NonNegativeInt64 as NonNegative
 from qjobs.safe_id import SafeId
 
 DEAD_LETTERS = "deadLetters"
 ANSWER_EXCERPT_CHARS = 500
-NonNegative = Annotated[int, Field(ge=0)]
 
 
 class FailureReport(BaseModel):
