@@ -35,7 +35,7 @@ from qjobs.jobs import (
     StepContext,
     Write,
 )
-from qjobs.memory.pages import MEMORY_WRITE_BUDGET, Page, Sync, build_page
+from qjobs.memory.pages import MEMORY_WRITE_BUDGET, Page, Sync, build_page, continuable
 from qjobs.safe_id import SafeId
 
 
@@ -72,8 +72,9 @@ def step(payload: MemorySyncPayload, ctx: StepContext) -> Done | Proceed:
     commit when that page is the last."""
     run = sync_of(payload, ctx)
     check_conversation(run, ctx.document(run.conversation))
-    if payload.syncType == "full":
-        return Proceed([], Page(done=False))
+    summary = ctx.document(run.summary)
+    if payload.syncType == "full" or not continuable(summary.get("cursor") if summary else None):
+        return Proceed([], Page(done=False, replay=True))
     writes, page = build_page(ctx.reads, run)
     if page.done:
         return Done(writes, result_of(payload, page))
@@ -85,7 +86,7 @@ def finish(payload: MemorySyncPayload, first: Page, ctx: JobContext) -> JobResul
     run = sync_of(payload, ctx)
     totals = Page(cursor=first.cursor, done=False)
     totals.add(first)
-    if payload.syncType == "full":
+    if first.replay:
         run.forgotten = forget_conversation(run, ctx)
     while not totals.done:
         if ctx.should_stop():

@@ -249,25 +249,61 @@ def test_the_documented_memory_query_has_its_index(deliver: Deliver, paged: Flas
     assert "array_contains_any" in (ROOT / "docs" / "memory-sync.md").read_text()
 
 
-def test_malformed_messages_are_applied_without_stalling_the_cursor(
+def test_malformed_content_and_role_are_read_as_well_as_they_can_be(
     deliver: Deliver, paged: FlaskClient, db: firestore.Client
 ) -> None:
     conversation = Conversation(db, "u8")
     conversation.append([SENTENCES[1], SENTENCES[4]])
     messages = db.collection("conversations", conversation.id, "messages")
-    messages.document("x-odd-1").set({"role": "user", "content": 42, "createdAt": "yesterday"})
-    messages.document("x-odd-2").set({"role": None, "content": "I'm vegan", "createdAt": "yesterday"})
-    messages.document("x-odd-3").set({"role": "user", "content": "Book me a window seat.", "createdAt": "zzz"})
+    later = START + timedelta(hours=1)
+    messages.document("x-odd-1").set({"role": "user", "content": 42, "createdAt": later})
+    messages.document("x-odd-2").set({"role": None, "content": "I'm not vegan.", "createdAt": later})
     response = sync(deliver, paged, conversation, "incremental")
     assert response.status_code == 200 and response.json is not None
-    assert response.json["processedMessages"] == 5
-    assert response.json["cursor"] == {"createdAt": "zzz", "messageId": "x-odd-3"}
-    memories = [doc.to_dict() or {} for doc in db.collection("users/u8/memories").stream()]
-    statements = {memory["value"]: memory["statedAt"] for memory in memories if memory["kind"] == "preference"}
-    assert statements["window"] == datetime.fromtimestamp(0, UTC), "no usable time: the oldest, never the newest"
-    assert preference(db, "u8", "seat") == "aisle"
+    assert response.json["processedMessages"] == 4
+    assert response.json["cursor"] == {"createdAt": "2026-05-01T01:00:00Z", "messageId": "x-odd-2"}
+    assert preference(db, "u8", "dietary") == ["vegan"], "a message of no known role states nothing"
     again = sync(deliver, paged, conversation, "incremental")
     assert again.json is not None and again.json["processedMessages"] == 0
+
+
+ODD_CREATED_AT = ["2026-01-01T00:00:00Z", None, 1767225600, 1.5, True, {"seconds": 1}, ["2026"], b"\x00"]
+
+
+@pytest.mark.parametrize("created_at", ODD_CREATED_AT, ids=lambda value: type(value).__name__)
+def test_a_message_whose_created_at_is_not_a_timestamp_hides_no_later_message(
+    deliver: Deliver, paged: FlaskClient, db: firestore.Client, created_at: Any
+) -> None:
+    """Firestore orders values by type first, so such a message sits before or after every
+    timestamp: it is outside the sync (never read, never counted), and cannot move the cursor."""
+    conversation = Conversation(db, "u8b")
+    messages = db.collection("conversations", conversation.id, "messages")
+    messages.document("m1").set({"role": "user", "content": "I prefer a window seat.", "createdAt": created_at})
+    first = sync(deliver, paged, conversation, "incremental")
+    assert first.status_code == 200 and first.json is not None and first.json["processedMessages"] == 0
+    messages.document("m2").set({"role": "user", "content": "I'm vegan.", "createdAt": START})
+    second = sync(deliver, paged, conversation, "incremental")
+    assert second.status_code == 200 and second.json is not None
+    assert second.json["processedMessages"] == 1 and second.json["cursor"]["messageId"] == "m2"
+    assert preference(db, "u8b", "dietary") == ["vegan"] and preference(db, "u8b", "seat") is None
+    full = sync(deliver, paged, conversation, "full")
+    assert full.json is not None and full.json["processedMessages"] == 1
+
+
+def test_a_cursor_left_on_a_value_that_is_not_a_timestamp_is_replayed_from_the_start(
+    deliver: Deliver, paged: FlaskClient, db: firestore.Client
+) -> None:
+    """A summary whose cursor rests on a string (as earlier versions left it after a malformed
+    message) cannot be continued: the next incremental sync forgets and replays the conversation."""
+    conversation = Conversation(db, "u8c")
+    conversation.append([SENTENCES[1], SENTENCES[4], SENTENCES[13]])
+    summary = db.collection("users/u8c/conversationSummaries").document(conversation.id)
+    summary.set({"cursor": {"createdAt": "zzz", "messageId": "x-odd"}, "messageCount": 99, "state": None})
+    response = sync(deliver, paged, conversation, "incremental")
+    assert response.status_code == 200 and response.json is not None
+    assert response.json["processedMessages"] == 3 and response.json["syncType"] == "incremental"
+    assert summary.get().get("messageCount") == 3 and summary.get().get("cursor")["messageId"] == "m00002"
+    assert preference(db, "u8c", "seat") == "aisle"
 
 
 def test_choices_across_conversations_support_a_preference_until_one_is_stated(

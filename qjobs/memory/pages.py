@@ -37,15 +37,17 @@ MEMORY_WRITE_BUDGET = MAX_WRITES_PER_COMMIT - 2 - 1 - len(CATEGORIES)
 summary and every preference."""
 
 
+EARLIEST = datetime(1, 1, 1, tzinfo=UTC)
+"""Firestore's earliest timestamp: `createdAt >= EARLIEST` matches every timestamp and
+nothing else, since a range filter only matches values of its own type."""
+
+
 @dataclass(frozen=True)
 class Message:
     id: str
     role: str
     content: str
     created_at: datetime
-    sort_value: Any
-    """`createdAt` exactly as stored: the cursor must reproduce Firestore's ordering even
-    for a message whose `createdAt` is not a timestamp."""
 
 
 @dataclass
@@ -57,6 +59,9 @@ class Page:
     memories: int = 0
     cursor: dict[str, Any] | None = None
     done: bool = True
+    replay: bool = False
+    """The sync must forget the conversation and replay it: a full sync, or a cursor that
+    no query can continue from (see `continuable`)."""
 
     def add(self, page: "Page") -> None:
         self.processed += page.processed
@@ -100,15 +105,30 @@ def build_page(reads: Reads, run: Sync) -> tuple[list[Write], Page]:
     fresh = {memory.id: memory.statement for memory in memories if memory.statement is not None}
     touched = {statement.category for statement in fresh.values()} | run.forgotten
     preference_writes, changed = rederive_writes(reads, run, touched, fresh)
-    new_cursor = {"createdAt": page[-1].sort_value, "messageId": page[-1].id} if page else cursor
+    new_cursor = {"createdAt": page[-1].created_at, "messageId": page[-1].id} if page else cursor
     writes = [*memory_writes, *preference_writes, Write(run.summary, summary_fields(run, state, new_cursor))]
     done = len(page) == len(fetched) and len(fetched) < run.page_size
     return writes, Page(len(page), changed, len(memory_writes), new_cursor, done)
 
 
+def continuable(cursor: Any) -> bool:
+    """Whether a stored cursor can be continued from: absent, or resting on a timestamp.
+    Earlier versions could leave it on a string (a malformed message's `createdAt`), after
+    every timestamp, where no later message would ever be found."""
+    return cursor is None or (isinstance(cursor, dict) and isinstance(cursor.get("createdAt"), datetime))
+
+
 def read_messages(reads: Reads, run: Sync, cursor: dict[str, Any] | None) -> list[Message]:
+    """The next page of timestamped messages. A message whose `createdAt` is missing or of
+    another type is never read: Firestore orders values by type first, so it would sit
+    before or after every timestamp, and a cursor resting on it would hide every later message."""
     messages = run.conversation.collection("messages")
-    query = messages.order_by("createdAt").order_by("__name__").limit(run.page_size)
+    query = (
+        messages.where(filter=FieldFilter("createdAt", ">=", EARLIEST))
+        .order_by("createdAt")
+        .order_by("__name__")
+        .limit(run.page_size)
+    )
     if cursor:
         query = query.start_after(
             {"createdAt": cursor["createdAt"], "__name__": messages.document(cursor["messageId"])}
@@ -117,15 +137,14 @@ def read_messages(reads: Reads, run: Sync, cursor: dict[str, Any] | None) -> lis
 
 
 def message_of(message_id: str, data: dict[str, Any]) -> Message:
-    """A stored message, read defensively: a malformed one is applied as well as it can
-    be rather than failing every retry of the sync."""
+    """A stored message, read defensively: malformed content or role is applied as well as
+    it can be rather than failing every retry of the sync (the query returns timestamps only)."""
     content, created = data.get("content"), data.get("createdAt")
     return Message(
         id=message_id,
         role=str(data.get("role", "")),
         content=content if isinstance(content, str) else "",
-        created_at=created if isinstance(created, datetime) else datetime.fromtimestamp(0, UTC),
-        sort_value=created,
+        created_at=created if isinstance(created, datetime) else EARLIEST,
     )
 
 
@@ -263,7 +282,7 @@ def summary_fields(run: Sync, state: SummaryState, cursor: dict[str, Any] | None
         "summary": summary_text(state),
         "keywords": keywords(state),
         "messageCount": state.message_count,
-        "lastMessageAt": cursor["createdAt"] if cursor and isinstance(cursor["createdAt"], datetime) else None,
+        "lastMessageAt": cursor["createdAt"] if cursor else None,
         "cursor": cursor,
         "syncType": run.sync_type,
         "updatedAt": firestore.SERVER_TIMESTAMP,
