@@ -13,6 +13,7 @@ outcomes commit with the success mark, or, when some failed for a reason a retry
 with the failure, so that QStash's retry attempts only what is still pending.
 """
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -41,6 +42,7 @@ from qjobs.trip_events import (
     Plan,
     Recipient,
     Refs,
+    address_problem,
     candidates_of,
     event_writes,
     make_plan,
@@ -71,6 +73,25 @@ SUBJECTS: dict[str, str] = {
 }
 
 
+LINE_BREAKING = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+"""Control characters (C0, DEL, C1) and Unicode's line and paragraph separators: what
+could end a header line or hide in one."""
+
+
+def _one_line(value: str) -> str:
+    if LINE_BREAKING.search(value):
+        raise PydanticCustomError("control_characters", "must not contain control characters or line breaks")
+    return value
+
+
+ONE_LINE = (
+    AfterValidator(_one_line),
+    Field(json_schema_extra={"pattern": "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]*$"}),
+)
+"""The rule of text that may travel in a header once encoded: any Unicode but control
+characters and line breaks (the same rule as a JSON-schema pattern, for the contract)."""
+
+
 def _distinct_collaborators(ids: list[str]) -> list[str]:
     distinct = list(dict.fromkeys(ids))
     if not 1 <= len(distinct) <= MAX_RECIPIENTS:
@@ -94,7 +115,7 @@ class NotifyCollaboratorsPayload(BaseModel):
     ]
     message: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
     actorId: SafeId | None = None
-    idempotencyKey: Annotated[str, StringConstraints(min_length=8, max_length=200)] | None = None
+    idempotencyKey: Annotated[str, StringConstraints(min_length=8, max_length=200), *ONE_LINE] | None = None
 
 
 # ---------------------------------------------------------------- what the job reads
@@ -149,11 +170,19 @@ def finish(payload: NotifyCollaboratorsPayload, plan: Plan, ctx: JobContext) -> 
 
 
 def deliver_emails(plan: Plan, channel: EmailChannel) -> list[Write]:
-    """Send every pending email; the writes recording the outcomes."""
+    """Send every pending email (those whose address went missing or bad since are
+    skipped); the writes recording the outcomes."""
     due = [recipient for recipient in plan.recipients if is_pending(recipient.email)]
-    pending = [(r.email, email_for(plan, r, channel) if r.user.get("email") else None) for r in due]
+    sendable = [recipient for recipient in due if address_problem(recipient.user) is None]
+    sent = channel.deliver([(r.email, email_for(plan, r, channel)) for r in sendable])
+    states = {id(recipient): state for recipient, state in zip(sendable, sent, strict=True)}
     writes = []
-    for recipient, state in zip(due, channel.deliver(pending), strict=True):
+    for recipient in due:
+        state = states.get(id(recipient)) or {
+            **recipient.email,
+            "status": "skipped",
+            "reason": address_problem(recipient.user),
+        }
         recipient.inbox = {**(recipient.inbox or {}), "delivery": {"email": state}}
         writes.append(Write(recipient.ref, {"delivery": {"email": state}}, merge=True))
     return writes

@@ -17,6 +17,7 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.document import DocumentReference
 
 from qjobs.channels import DeliveryState, channel_state, is_pending
+from qjobs.channels.email import deliverable_address
 from qjobs.channels.setup import Channels
 from qjobs.jobs import Busy, Data, StepContext, Write
 
@@ -232,6 +233,13 @@ def initial_email_state(user: Data, *, email_on: bool) -> DeliveryState:
         return channel_state("skipped", "disabled")
     if preferences(user).get("email") is False:
         return channel_state("skipped", "opted_out")
+    problem = address_problem(user)
+    return channel_state("skipped", problem) if problem else channel_state("pending", None)
+
+
+def address_problem(user: Data) -> str | None:
+    """Why a user's email cannot be sent (`no_address`, `invalid_address`), or None. The
+    app writes the address: one that could break or add a header is never used."""
     if not user.get("email"):
-        return channel_state("skipped", "no_address")
-    return channel_state("pending", None)
+        return "no_address"
+    return None if deliverable_address(user["email"]) else "invalid_address"

@@ -159,6 +159,9 @@ def test_a_hundred_recipients_in_one_job(deliver: Deliver, db: firestore.Client)
         ({"actorId": "__actor__"}, "actorId", "value_error"),
         ({"idempotencyKey": "short"}, "idempotencyKey", "string_too_short"),
         ({"idempotencyKey": "k" * 201}, "idempotencyKey", "string_too_long"),
+        ({"idempotencyKey": "trip-1:share\r\nX-Injected: 1"}, "idempotencyKey", "control_characters"),
+        ({"idempotencyKey": "trip-1:share:\u2028seven"}, "idempotencyKey", "control_characters"),
+        ({"idempotencyKey": "trip-1:share:\x00seven"}, "idempotencyKey", "control_characters"),
     ],
 )
 def test_each_rule_is_a_489_that_writes_nothing(
@@ -297,7 +300,40 @@ def test_an_unreachable_smtp_server_fails_the_job(
     assert entry(db, message_id, "u1")["delivery"]["email"]["lastError"] == "connection: ConnectionRefusedError"
 
 
+def test_an_address_that_cannot_be_a_header_is_skipped_not_a_500(
+    deliver: Deliver, mail_client: FlaskClient, smtp: SmtpServer, db: firestore.Client
+) -> None:
+    """The app writes users' documents: an address that would break the `To` header (or
+    add a `Bcc`) is never sent to, and the others still get their email."""
+    add_user(db, "u2", email="grace@example.test\r\nBcc: eve@example.test")
+    add_user(db, "u3", email="Linus <linus@example.test>")
+    add_user(db, "u4", email="zoë@example.test")
+    message_id = new_message_id()
+    ids = ["u1", "u2", "u3", "u4"]
+    response = deliver(NOTIFY, payload(collaboratorIds=ids), message_id=message_id, test_client=mail_client)
+    assert response.status_code == 200
+    assert response.json is not None and response.json["email"] == {"sent": 1, "failed": 0, "skipped": 3}
+    assert [mail["To"] for mail in smtp.mailbox.messages] == ["ada@example.test"]
+    for uid in ("u2", "u3", "u4"):
+        assert entry(db, message_id, uid)["delivery"]["email"]["reason"] == "invalid_address"
+
+
 # ---------------------------------------------------------------- webhook
+
+
+def test_a_business_key_that_cannot_be_a_header_is_percent_encoded_in_the_webhook_id(
+    deliver: Deliver, make_client: AppFactory, db: firestore.Client, receiver: WebhookReceiver
+) -> None:
+    """HTTP headers carry visible ASCII only: the key is percent-encoded (`%` too, so that
+    two keys never share an id), and the signature covers the id as sent."""
+    client = make_client(COLLABORATOR_WEBHOOK_URL=receiver.url, COLLABORATOR_WEBHOOK_SECRET=WEBHOOK_SECRET)
+    key = "trip-1:share:\u2708 Lisbon 100%"
+    response = deliver(NOTIFY, payload(idempotencyKey=key), test_client=client)
+    assert response.status_code == 200 and response.json is not None and response.json["webhook"] == "sent"
+    (received,) = receiver.received
+    assert received.headers["webhook-id"] == "trip-1:share:%E2%9C%88%20Lisbon%20100%25"
+    assert Webhook(WEBHOOK_SECRET).verify(received.body, received.headers)["tripId"] == "trip-1"
+    assert entry(db, key, "u1")["idempotencyKey"] == key
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ own, whose `Message-ID` derives from the notification id, so a mail client can d
 copy a crash between the server's acceptance and our record could cause.
 """
 
+import re
 import smtplib
 import ssl
 from collections.abc import Iterator
@@ -15,6 +16,14 @@ from email.utils import formatdate, parseaddr
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from qjobs.channels import DeliveryState, SendResult, next_state
+
+ADDRESS = re.compile(
+    r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
+"""A valid e-mail address by the HTML standard's rule (the one browsers apply to
+`<input type=email>`): ASCII, no display name, no spaces, no line breaks."""
+MAX_ADDRESS_LENGTH = 254
 
 CONNECTION_ERRORS = (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, smtplib.SMTPHeloError, OSError)
 
@@ -48,6 +57,15 @@ def parse_smtp_url(url: str) -> SmtpServer:
         implicit_tls=implicit_tls,
         starttls=starttls and not implicit_tls,
     )
+
+
+def deliverable_address(value: object) -> str | None:
+    """`value` when it is one bare address that can go into `To` and `RCPT TO` as it is;
+    None for anything else (a display name, a list, a line break that would add a header,
+    a non-ASCII address that needs SMTPUTF8, which servers may lack)."""
+    if isinstance(value, str) and len(value) <= MAX_ADDRESS_LENGTH and ADDRESS.fullmatch(value):
+        return value
+    return None
 
 
 @dataclass(frozen=True)
@@ -162,13 +180,8 @@ class EmailChannel:
         with mailer(self.server, self.sender, self.unsubscribe_url, self.timeout) as session:
             return [session.send(email) for email in emails]
 
-    def deliver(self, pending: list[tuple[DeliveryState, Email | None]]) -> list[DeliveryState]:
-        """The next state of each pending delivery, in order: its email sent (one connection
-        for all), or skipped when there is no address to send it to."""
-        results = iter(self.send_all([email for _, email in pending if email is not None]))
-        return [
-            next_state(state, next(results))
-            if email is not None
-            else {**state, "status": "skipped", "reason": "no_address"}
-            for state, email in pending
-        ]
+    def deliver(self, pending: list[tuple[DeliveryState, Email]]) -> list[DeliveryState]:
+        """The next state of each pending delivery, in order, its email sent (one connection
+        for all)."""
+        results = self.send_all([email for _, email in pending])
+        return [next_state(state, result) for (state, _), result in zip(pending, results, strict=True)]

@@ -1,7 +1,9 @@
 """One signed POST per business event, the Standard Webhooks way.
 
 `webhook-id` is the business key, identical on every retry and dead-letter replay, so a
-receiver can drop the copy that a crash between its 2xx and our record could cause.
+receiver can drop the copy that a crash between its 2xx and our record could cause. A key
+may hold any Unicode but control characters, and a header carries visible ASCII only, so
+the key is percent-encoded on its way into the header (`webhook_id_for`).
 """
 
 import json
@@ -10,12 +12,23 @@ import urllib.request
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 from standardwebhooks import Webhook
 
 from qjobs.channels import DeliveryState, SendResult, is_pending, next_state
 
 RETRYABLE_CLIENT_ERRORS = frozenset({408, 425, 429})
+HEADER_SAFE = "".join(chr(code) for code in range(0x21, 0x7F) if chr(code) != "%")
+"""Visible ASCII but `%`: kept as it is in a webhook id; `%` is always encoded, so that no
+two keys ever share an id."""
+
+
+def webhook_id_for(key: str) -> str:
+    """The `webhook-id` of a business key: the key itself when it is visible ASCII without
+    `%`, otherwise percent-encoded UTF-8 (`trip-1:share:\u2708 Lisbon` becomes
+    `trip-1:share:%E2%9C%88%20Lisbon`); a receiver that wants the key back unquotes it."""
+    return quote(key, safe=HEADER_SAFE)
 
 
 def post_webhook(
@@ -46,12 +59,15 @@ class WebhookChannel:
     secret: str
     timeout: float
 
-    def post(self, webhook_id: str, payload: dict[str, Any]) -> SendResult:
-        return post_webhook(self.url, self.secret, webhook_id=webhook_id, payload=payload, timeout=self.timeout)
+    def post(self, key: str, payload: dict[str, Any]) -> SendResult:
+        """One signed POST of `payload` for the business event `key` (any one-line text)."""
+        return post_webhook(
+            self.url, self.secret, webhook_id=webhook_id_for(key), payload=payload, timeout=self.timeout
+        )
 
-    def deliver(self, state: DeliveryState, webhook_id: str, payload: dict[str, Any]) -> DeliveryState:
+    def deliver(self, state: DeliveryState, key: str, payload: dict[str, Any]) -> DeliveryState:
         """The delivery's next state: posted if pending, as it was otherwise."""
-        return next_state(state, self.post(webhook_id, payload)) if is_pending(state) else state
+        return next_state(state, self.post(key, payload)) if is_pending(state) else state
 
 
 def classify_status(status: int) -> SendResult:
