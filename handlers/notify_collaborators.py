@@ -159,14 +159,29 @@ def finish(payload: NotifyCollaboratorsPayload, plan: Plan, ctx: JobContext) -> 
     """Attempt every pending delivery; the outcomes commit with the success mark, or with
     the failure when some must be tried again, and either way the event is let go."""
     channels = Channels.from_settings(ctx.settings)
+    emails_due = sum(1 for recipient in plan.recipients if is_pending(recipient.email))
     writes = deliver_emails(plan, channels.email) if channels.email else []
     if channels.webhook:
         plan.event["webhook"] = channels.webhook.deliver(plan.event["webhook"], plan.refs.key, webhook_body(plan.event))
     writes.append(Write(plan.refs.event, {"webhook": plan.event["webhook"], "deliveringBy": None}, merge=True))
-    pending = plan.pending(channels)
-    if pending:
-        raise RetryLater(f"{pending} deliveries failed temporarily", writes)
+    if plan.pending(channels):
+        raise RetryLater(outage(plan, channels, emails_due), writes)
     return JobResult(result=summary(plan, channels), writes=writes)
+
+
+def outage(plan: Plan, channels: Channels, emails_due: int) -> str:
+    """Each channel with deliveries still pending and why, for the log and the ledger:
+    `email: 1 of 2 pending (recipient refused (450)); webhook: receiver answered 503`.
+    Only codes, counts and exception names: never an address."""
+    causes = []
+    emails = [r.email for r in plan.recipients if is_pending(r.email)] if channels.email else []
+    if emails:
+        errors = ", ".join(sorted({str(state.get("lastError")) for state in emails}))
+        causes.append(f"email: {len(emails)} of {emails_due} pending ({errors})")
+    webhook = plan.event.get("webhook") or {}
+    if channels.webhook and is_pending(webhook):
+        causes.append(f"webhook: {webhook.get('lastError')}")
+    return "; ".join(causes)
 
 
 def deliver_emails(plan: Plan, channel: EmailChannel) -> list[Write]:

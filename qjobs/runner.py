@@ -38,12 +38,14 @@ from qjobs.shutdown import ActiveRuns, Shutdown
 log = logging.getLogger(__name__)
 
 
-class JobFailed(Exception):
-    """The job's finish asked to be retried later (a channel down, say): the cause is its message."""
-
-
 def claim_lost() -> ApiError:
     return ApiError(409, "claim_lost", "another attempt took this message over", headers={"Retry-After": "5"})
+
+
+def failed_for_now(cause: str) -> ApiError:
+    """A job's finish asked to be retried later (a channel down, say): an expected failure
+    with a known cause, answered without a stack trace (there is no bug to point at)."""
+    return ApiError(500, "job_failed", f"the job failed; QStash will retry it ({cause})")
 
 
 def shutting_down() -> ApiError:
@@ -88,6 +90,9 @@ class JobRunner:
             raise TypeError(f"the job {job.name} proceeded but has no finish")
         key = self.active.add(lambda: self.ledger.release(claim, "the instance shut down during the run"))
         try:
+            if self.shutdown.draining.is_set():
+                # Added after the drain counted the runs: it would never give this claim back.
+                raise JobStopped("claimed as the instance began to shut down")
             result = job.finish(payload, claimed.state, self._context(claim))
             self.ledger.succeed(claim, result.writes, result.result)
         except ClaimLost:
@@ -100,9 +105,9 @@ class JobRunner:
             self._give_back(claim, "abandoned", "the instance shut down during the run")
             raise shutting_down() from None
         except RetryLater as later:
-            record.outcome = "failed"
+            record.outcome, record.reason = "failed", str(later)
             self._give_back(claim, "job_failed", str(later), later.writes)
-            raise JobFailed(str(later)) from None
+            raise failed_for_now(str(later)) from None
         except Exception as error:
             record.outcome = "failed"
             self._give_back(claim, "job_failed", type(error).__name__)

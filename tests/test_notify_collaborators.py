@@ -3,6 +3,7 @@ receiver."""
 
 import contextlib
 import itertools
+import json
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -17,7 +18,17 @@ from handlers import notify_collaborators
 from qjobs.devtools.emulator import free_port
 from qjobs.trip_events import doc_id, make_plan
 from tests.receivers import SmtpServer, WebhookReceiver, start_smtp
-from tests.support import NOTIFY, AppFactory, Deliver, all_at_once, encode, error_of, new_message_id, qstash_headers
+from tests.support import (
+    NOTIFY,
+    AppFactory,
+    Deliver,
+    all_at_once,
+    delivery_log_lines,
+    encode,
+    error_of,
+    new_message_id,
+    qstash_headers,
+)
 
 WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 SENDER = "Trips <notifications@trips.example.test>"
@@ -399,6 +410,52 @@ def test_a_receiver_refusing_for_good_is_recorded_as_failed(
     client = make_client(COLLABORATOR_WEBHOOK_URL=receiver.url, COLLABORATOR_WEBHOOK_SECRET=WEBHOOK_SECRET)
     response = deliver(NOTIFY, payload(), test_client=client)
     assert response.status_code == 200 and response.json is not None and response.json["webhook"] == "failed"
+
+
+# ---------------------------------------------------------------- an outage in the log
+
+
+def service_log(output: str) -> str:
+    """The service's own lines: the SMTP server in the test (`mail.log`) logs to the same stream."""
+    lines = [line for line in output.splitlines() if line.startswith("{")]
+    return "\n".join(line for line in lines if logger_of(line) != "mail.log")
+
+
+def logger_of(line: str) -> str:
+    return str(json.loads(line).get("logging.googleapis.com/labels", {}).get("python_logger"))
+
+
+@pytest.mark.usefixtures("mail_users")
+def test_a_channel_outage_is_logged_with_each_channel_and_its_cause(
+    deliver: Deliver,
+    make_client: AppFactory,
+    smtp: SmtpServer,
+    db: firestore.Client,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An outage is expected and retried: the line says which channel failed and why, and
+    carries no stack trace (there is no bug of ours to find in one), nor any address."""
+    client = make_client(
+        SMTP_URL=smtp.url,
+        EMAIL_FROM=SENDER,
+        COLLABORATOR_WEBHOOK_URL=f"http://127.0.0.1:{free_port()}/hooks",
+        COLLABORATOR_WEBHOOK_SECRET=WEBHOOK_SECRET,
+    )
+    smtp.mailbox.refuse["grace@example.test"] = "450 4.2.1 Mailbox busy, try later"
+    message_id = new_message_id()
+    capsys.readouterr()
+    response = deliver(NOTIFY, payload(), message_id=message_id, test_client=client)
+    assert error_of(response)[:2] == (500, "job_failed")
+    output = service_log(capsys.readouterr().out)
+    (line,) = delivery_log_lines(output)
+    assert (line["status"], line["outcome"], line["error"]) == (500, "failed", "job_failed")
+    assert line["severity"] == "WARNING" and "@type" not in line
+    assert line["reason"] == (
+        "email: 1 of 2 pending (recipient refused (450)); webhook: connection: ConnectionRefusedError"
+    )
+    assert "Traceback" not in output and "grace@" not in output and "ada@" not in output
+    ledger = db.collection("jobs").document(message_id).get()
+    assert ledger.get("lastError") == {"code": "job_failed", "message": line["reason"]}
 
 
 # ---------------------------------------------------------------- one business event, two messages at once

@@ -49,8 +49,15 @@ def post_webhook(
     except urllib.error.HTTPError as error:
         status = error.code
     except (urllib.error.URLError, OSError) as error:
-        return SendResult("retry", f"connection: {type(error).__name__}")
+        return SendResult("retry", f"connection: {connection_cause(error)}")
     return classify_status(status)
+
+
+def connection_cause(error: OSError) -> str:
+    """The name of what went wrong: urllib wraps the socket's error (a refused connection,
+    a timeout, a name that does not resolve) in a URLError, which alone says nothing."""
+    reason = getattr(error, "reason", None) if isinstance(error, urllib.error.URLError) else None
+    return type(reason if isinstance(reason, BaseException) else error).__name__
 
 
 @dataclass(frozen=True)
