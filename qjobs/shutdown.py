@@ -8,6 +8,10 @@ later commits are then refused by the ledger's fence) and flushes its logs.
 gunicorn (which functions-framework runs) installs its own SIGTERM handler in each worker,
 after the app module was imported in the master; there is no hook for an app to add to it.
 `install_worker_hook` therefore wraps the worker classes' `handle_exit` before the fork.
+The wrapper hands gunicorn the signal only once the drain is over: until then the worker
+keeps accepting connections, so a delivery that arrives meanwhile is answered
+`503 shutting_down` at once instead of waiting in the listen queue and being reset when
+the worker exits.
 """
 
 import logging
@@ -64,35 +68,39 @@ class Shutdown:
         self.grace_seconds = grace_seconds
         self.draining = threading.Event()
 
-    def begin(self) -> None:
-        """Called from the signal handler: must return at once."""
+    def begin(self, then: Callable[[], object] = lambda: None) -> None:
+        """Called from the signal handler: must return at once. `then` runs after the drain
+        (gunicorn's own stop, which closes the worker to new connections)."""
         if self.draining.is_set():
             return
         self.draining.set()
-        threading.Thread(target=self._drain, name="shutdown-drain", daemon=True).start()
+        threading.Thread(target=self._drain, args=(then,), name="shutdown-drain", daemon=True).start()
 
-    def _drain(self) -> None:
-        deadline = time.monotonic() + self.grace_seconds
-        while self.active.count() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        released = self.active.release_all()
-        log.warning(
-            "shutting down",
-            extra={"json_fields": {"event": "shutdown", "releasedLeases": released}},
-        )
-        flush_logs()
+    def _drain(self, then: Callable[[], object]) -> None:
+        try:
+            deadline = time.monotonic() + self.grace_seconds
+            while self.active.count() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            released = self.active.release_all()
+            log.warning(
+                "shutting down",
+                extra={"json_fields": {"event": "shutdown", "releasedLeases": released}},
+            )
+            flush_logs()
+        finally:
+            then()
 
 
-def install_worker_hook(on_sigterm: Callable[[], None]) -> None:
-    """Make gunicorn's workers call `on_sigterm` before their own SIGTERM handling."""
+def install_worker_hook(on_sigterm: Callable[[Callable[[], object]], None]) -> None:
+    """Make gunicorn's workers call `on_sigterm(then)` on SIGTERM, `then` being gunicorn's own
+    handling, which `on_sigterm` must call once it has drained (from any thread)."""
     for worker_class in (Worker, ThreadWorker):
         original = worker_class.__dict__["handle_exit"]
         if getattr(original, "__wrapped_by_qjobs__", False):
             original = original.__wrapped__
 
         def handle_exit(self: Any, sig: int, frame: Any, _original: Any = original) -> None:
-            on_sigterm()
-            _original(self, sig, frame)
+            on_sigterm(lambda: _original(self, sig, frame))
 
         handle_exit.__wrapped__ = original  # type: ignore[attr-defined]
         handle_exit.__wrapped_by_qjobs__ = True  # type: ignore[attr-defined]

@@ -13,6 +13,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from google.cloud.firestore_v1.services.firestore.client import FirestoreClient
 from google.cloud.firestore_v1.transaction import Transaction
 
+from qjobs import runner as runner_module
 from tests.support import (
     NOTIFY,
     NOTIFY_PAYLOAD,
@@ -260,3 +261,25 @@ def test_after_sigterm_new_deliveries_are_turned_away(
     assert error_of(response)[:2] == (503, "shutting_down")
     assert response.headers["Retry-After"] == "1"
     assert runs(db, "late") == 0 and list(db.collection("jobs").stream()) == []
+
+
+def test_a_run_claimed_as_sigterm_arrives_gives_its_claim_back_before_working(
+    deliver: Deliver, probe_client: FlaskClient, db: firestore.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM between the claim's commit and the run's start: the drain counted no run, so
+    the run itself must see the drain and give its claim back rather than work unwatched."""
+    pipeline = sys.modules["probe_main"].jobs.pipeline
+    claim = runner_module.claim_and_step  # type: ignore[attr-defined]
+
+    def claim_then_sigterm(*args: Any, **kwargs: Any) -> Any:
+        outcome = claim(*args, **kwargs)
+        pipeline.shutdown.begin()
+        return outcome
+
+    monkeypatch.setattr(runner_module, "claim_and_step", claim_then_sigterm)
+    message_id = new_message_id()
+    response = deliver(PROBE, {"marker": "claimed-late"}, message_id=message_id, test_client=probe_client)
+    assert error_of(response)[:2] == (503, "shutting_down")
+    entry = db.collection("jobs").document(message_id).get().to_dict() or {}
+    assert entry["status"] == "failed" and entry["lastError"]["code"] == "abandoned"
+    assert runs(db, "claimed-late") == 0

@@ -113,7 +113,7 @@ def test_sigterm_gives_back_the_lease_of_an_abandoned_run(
     payload = {"marker": "sigterm", "mode": "sleep_first", "seconds": 2}
     abandoned = in_background(lambda: post(server, PROBE, payload, message_id=message_id))
     entry = db.collection("jobs").document(message_id)
-    wait_until(lambda: entry.get().exists, "the run claimed its message")
+    wait_until(lambda: runs(db, "sigterm"), "the run claimed its message and started its work")
     server.process.send_signal(signal.SIGTERM)
     assert server.process.wait(timeout=30) == 0
     answer = abandoned.result(timeout=30)
@@ -163,6 +163,32 @@ def test_sigterm_stops_a_memory_sync_between_pages_and_the_retry_carries_on(
     retried = post(successor, MEMORY, payload, message_id=message_id, retried=1)
     assert retried.status_code == 200 and retried.json()["processedMessages"] == 40 - done_before
     assert summary.get().get("messageCount") == 40
+
+
+def test_a_delivery_arriving_after_sigterm_is_answered_503_at_once(
+    service_env: dict[str, str], db: firestore.Client, servers: list[Server], tmp_path: Path
+) -> None:
+    """While a run in flight finishes within the grace period, the instance keeps answering:
+    a delivery that arrives meanwhile gets `503 shutting_down` at once (QStash retries it
+    elsewhere) instead of waiting in the listen queue and being reset when the worker exits."""
+    env = {**service_env, "SHUTDOWN_GRACE_SECONDS": "20"}
+    server = start_server(env, tmp_path / "draining.log", source=PROBE_MAIN)
+    servers.append(server)
+    long_run_id = new_message_id()
+    long_run = {"marker": "draining", "mode": "sleep_first", "seconds": 8}
+    running = in_background(lambda: post(server, PROBE, long_run, message_id=long_run_id))
+    wait_until(lambda: runs(db, "draining"), "the long run claimed its message and started its work")
+    server.process.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    late_id = new_message_id()
+    body = encode(NOTIFY_PAYLOAD)
+    headers = qstash_headers(NOTIFY, body, base_url=server.url, message_id=late_id)
+    late = requests.post(server.url + NOTIFY, data=body, headers=headers, timeout=6)
+    assert error_of(late)[:2] == (503, "shutting_down") and late.headers["Retry-After"] == "1"
+    assert running.done() is False, "answered while the run in flight still works"
+    assert not db.collection("jobs").document(late_id).get().exists, "refused before the ledger"
+    assert running.result(timeout=30).status_code == 200, "the run in flight finished within the grace period"
+    assert server.process.wait(timeout=30) == 0
 
 
 def worker_pids(master: int) -> list[int]:
