@@ -218,3 +218,21 @@ def test_a_commit_over_the_firestore_limit_is_refused_before_sending(ledger: Led
     with pytest.raises(ValueError, match="pages"):
         ledger.succeed(claim, writes, {})
     assert entry(db)["status"] == "running"
+
+
+@pytest.mark.parametrize("page_by", ["commit", "transaction"])
+def test_a_page_renews_the_lease(ledger: Ledger, db: firestore.Client, clock: Clock, page_by: str) -> None:
+    """A run longer than the lease in total keeps its message as long as its pages come
+    within a lease of each other: a second attempt at 100 s, 50 s after a page, is turned away."""
+    claim = take(ledger, delivery())
+    clock.advance(50)
+    write = Write(db.collection("pages").document("renewing"), {"page": 1})
+    if page_by == "commit":
+        ledger.commit_page(claim, [write])
+    else:
+        ledger.transact_page(claim, lambda reads: ([write], None))
+    clock.advance(50)
+    with pytest.raises(InProgress) as caught:
+        take(ledger, delivery(jti="jti-2", retried=1))
+    assert caught.value.retry_after_seconds == 10
+    assert entry(db)["leaseExpiresAt"] == datetime(2026, 1, 1, 0, 1, 50, tzinfo=UTC)

@@ -331,3 +331,33 @@ def test_choices_across_conversations_support_a_preference_until_one_is_stated(
     assert sync(deliver, paged, third, "incremental").status_code == 200
     assert (cabin()["value"], cabin()["basis"], cabin()["support"]["count"]) == ("business", "stated", 1)
     assert db.collection("users/u9/preferences").document("homeAirport").get().get("value") == "SFO"
+
+
+def test_a_full_sync_after_an_edited_message_drops_what_the_conversation_no_longer_states(
+    deliver: Deliver, paged: FlaskClient, db: firestore.Client
+) -> None:
+    conversation = Conversation(db, "u-edit")
+    conversation.append([("user", "I'm vegan.")])
+    assert sync(deliver, paged, conversation, "incremental").status_code == 200
+    assert preference(db, "u-edit", "dietary") == ["vegan"]
+    db.collection("conversations", conversation.id, "messages").document("m00000").update({"content": "Hello there."})
+    response = sync(deliver, paged, conversation, "full")
+    assert response.status_code == 200 and response.json is not None and response.json["preferencesUpdated"] == 1
+    assert not db.collection("users/u-edit/preferences").document("dietary").get().exists
+
+
+def test_an_unchanged_preference_is_not_rewritten(deliver: Deliver, paged: FlaskClient, db: firestore.Client) -> None:
+    """A choice never overrides a stated preference, so the seat stays `window`: nothing is
+    written, and `updatedAt` keeps the time the value last changed."""
+    conversation = Conversation(db, "u-same")
+    conversation.append([("user", "I prefer a window seat.")])
+    assert sync(deliver, paged, conversation, "incremental").status_code == 200
+    seat = db.collection("users/u-same/preferences").document("seat")
+    written = seat.get()
+    conversation.append([("user", "Book me an aisle seat.")])
+    response = sync(deliver, paged, conversation, "incremental")
+    assert response.status_code == 200 and response.json is not None
+    assert response.json["processedMessages"] == 1 and response.json["preferencesUpdated"] == 0
+    again = seat.get()
+    assert again.get("value") == "window" and again.get("updatedAt") == written.get("updatedAt")
+    assert again.update_time == written.update_time

@@ -1,10 +1,12 @@
 """Signature verification, unit by unit, and through the app for the URL rules."""
 
 import time
+from datetime import UTC, datetime
 
 import jwt
 import pytest
 from flask.testing import FlaskClient
+from google.cloud import firestore
 from qstash import Receiver
 from qstash.errors import SignatureError as QStashSignatureError
 
@@ -244,3 +246,38 @@ def test_off_cloud_run_the_first_forwarded_host_names_the_url(
     reversed_order = {**qstash_headers(NOTIFY, body, base_url="https://public.example.test"), "Host": "10.0.0.1:8080"}
     reversed_order["X-Forwarded-Host"] = "lb.internal, public.example.test"
     assert error_of(client.post(NOTIFY, data=body, headers=reversed_order)) == (401, "invalid_signature", "wrong_url")
+
+
+@pytest.mark.parametrize(
+    ("path", "payload"),
+    [
+        ("/api/jobs/memory-sync", {"userId": "u-copy", "conversationId": "c-copy", "syncType": "incremental"}),
+        ("/api/jobs/failed", {"sourceMessageId": "msg_dead", "url": "https://jobs.example.test/api/jobs/memory-sync"}),
+    ],
+    ids=["memory-sync", "failure-callback"],
+)
+def test_an_identical_copy_of_a_first_delivery_is_a_duplicate_not_a_replay(
+    client: FlaskClient, db: firestore.Client, path: str, payload: dict[str, str]
+) -> None:
+    """QStash may deliver one attempt twice, byte for byte: same token, same message id,
+    `Upstash-Retried: 0`. Its token names that message, so the copy is the duplicate it is."""
+    db.collection("conversations").document("c-copy").set({"userId": "u-copy"})
+    body = encode(payload)
+    headers = qstash_headers(path, body)
+    first = client.post(path, data=body, headers=headers)
+    copy = client.post(path, data=body, headers=headers)
+    assert first.status_code == 200 and first.json is not None and first.json["duplicate"] is False
+    assert copy.status_code == 200 and copy.json is not None and copy.json["duplicate"] is True, copy.json
+
+
+def test_a_token_record_lives_until_the_token_expires_plus_the_leeway(
+    client: FlaskClient, db: firestore.Client
+) -> None:
+    """Kept any shorter, a TTL policy would forget the token while it still verifies (the
+    leeway extends `exp`), and it could be replayed under a new message id."""
+    body = encode(NOTIFY_PAYLOAD)
+    expires = int(time.time()) + 200
+    headers = qstash_headers(NOTIFY, body, exp=expires)
+    assert client.post(NOTIFY, data=body, headers=headers).status_code == 200
+    (record,) = [doc.to_dict() or {} for doc in db.collection("jobTokens").stream()]
+    assert record["expireAt"] == datetime.fromtimestamp(expires + 30, UTC), "exp + QSTASH_CLOCK_TOLERANCE_SECONDS"
