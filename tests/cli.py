@@ -41,3 +41,10 @@ def one_line_error(ran: Ran) -> str:
     lines = ran.err.splitlines()
     assert len(lines) == 1 and lines[0].startswith("qjobs: error: "), ran.err
     return lines[0]
+
+
+def bad_usage(ran: Ran) -> str:
+    """What a command refused as bad usage said, checked to be argparse's form (the usage,
+    then the complaint) with exit status 2 and nothing on standard output."""
+    assert ran.status == 2 and ran.out == "" and ran.err.startswith("usage: qjobs"), ran
+    return " ".join(ran.err.split())

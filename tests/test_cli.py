@@ -3,20 +3,32 @@ its queries need. Publishing and the dead-letter queue, which need the broker an
 service, are in test_cli_loop.py."""
 
 import json
+import re
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from flask.testing import FlaskClient
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import firestore
 
 from qjobs.cli import parser
+from qjobs.cli.common import Environment
 from qjobs.cli.jobs import list_query
-from tests.cli import one_line_error, qjobs
-from tests.support import MEMORY, NOTIFY, ROOT, Deliver, new_message_id
+from qjobs.devtools.emulator import free_port
+from tests.cli import bad_usage, one_line_error, qjobs
+from tests.receivers import QStashRecorder
+from tests.support import MEMORY, NOTIFY, ROOT, AppFactory, Deliver, new_message_id
 
 FAILED = "/api/jobs/failed"
 Capture = pytest.CaptureFixture[str]
+NOTIFY_FLAGS = ["--trip-id=trip-1", "--event=trip_updated", "--collaborator-ids", "u1", "u2", "--message=Moved"]
+WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+CAMEL_CASE = re.compile(r"[a-z][A-Za-z0-9]*")
 
 
 def notify(**fields: Any) -> dict[str, Any]:
@@ -80,7 +92,7 @@ def test_jobs_list_filters_by_job_status_and_time_newest_first(
     gone = delivered(deliver, MEMORY, {"userId": "u1", "conversationId": "gone", "syncType": "full"})
     listed = qjobs(capsys, "jobs", "list", "--json").json()
     assert [row["messageId"] for row in listed] == [gone, second, first]
-    assert (listed[0]["status"], listed[0]["error"]) == ("rejected", "conversation_not_found")
+    assert (listed[0]["status"], listed[0]["lastError"]["code"]) == ("rejected", "conversation_not_found")
     assert [
         row["messageId"] for row in qjobs(capsys, "jobs", "list", "--job=notify-collaborators", "--json").json()
     ] == [
@@ -102,15 +114,165 @@ def test_jobs_list_prints_a_table(deliver: Deliver, db: firestore.Client, capsys
     assert table[1].split()[:4] == [message_id, "notify-collaborators", "succeeded", "1"]
 
 
-@pytest.mark.parametrize(
-    ("argv", "complaint"),
-    [
-        (["--since=yesterday"], "--since must be an ISO 8601 time or an age"),
-        (["--limit=0"], "--limit must be from 1 to 500"),
-    ],
-)
-def test_jobs_list_refuses_a_bad_filter_in_one_line(argv: list[str], complaint: str, capsys: Capture) -> None:
-    assert complaint in one_line_error(qjobs(capsys, "jobs", "list", *argv))
+def test_jobs_list_json_has_one_error_field_and_camel_case_keys(
+    deliver: Deliver, db: firestore.Client, capsys: Capture
+) -> None:
+    delivered(deliver, MEMORY, {"userId": "u1", "conversationId": "gone", "syncType": "full"})
+    (row,) = qjobs(capsys, "jobs", "list", "--json").json()
+    assert "error" not in row and row["lastError"]["code"] == "conversation_not_found"
+    assert all(CAMEL_CASE.fullmatch(key) for key in keys_of(row)), sorted(keys_of(row))
+
+
+def keys_of(data: Any) -> set[str]:
+    """Every key of a JSON document, at any depth."""
+    if isinstance(data, dict):
+        return set(data).union(*(keys_of(value) for value in data.values()))
+    if isinstance(data, list):
+        return set().union(*(keys_of(value) for value in data))
+    return set()
+
+
+# --- failed, retrying ------------------------------------------------------------------
+
+
+def webhook_down(make_client: AppFactory) -> FlaskClient:
+    """The service with its webhook channel pointing at a closed port: every
+    notify-collaborators attempt fails (500 job_failed) and is left for QStash's retry."""
+    down = f"http://127.0.0.1:{free_port()}/hooks"
+    return make_client(COLLABORATOR_WEBHOOK_URL=down, COLLABORATOR_WEBHOOK_SECRET=WEBHOOK_SECRET)
+
+
+def failed_attempt(deliver: Deliver, down: FlaskClient, *, retried: int) -> str:
+    message_id = new_message_id()
+    answer = deliver(NOTIFY, notify(tripId=f"trip-{retried}"), message_id=message_id, retried=retried, test_client=down)
+    assert answer.status_code == 500, answer.json
+    return message_id
+
+
+def dead_lettered(deliver: Deliver, message_id: str) -> None:
+    """QStash's failure callback for the message: QStash gave up on it."""
+    delivered(deliver, FAILED, {"status": 500, "sourceMessageId": message_id, "url": "https://x" + NOTIFY})
+
+
+def test_a_failed_attempt_qstash_will_retry_reads_retrying_and_failed_is_final(
+    deliver: Deliver, make_client: AppFactory, db: firestore.Client, capsys: Capture
+) -> None:
+    down = webhook_down(make_client)
+    given_up = failed_attempt(deliver, down, retried=0)
+    dead_lettered(deliver, given_up)
+    last_retry = failed_attempt(deliver, down, retried=3)
+    retrying = failed_attempt(deliver, down, retried=1)
+
+    rows = {
+        row["messageId"]: row for row in qjobs(capsys, "jobs", "list", "--job=notify-collaborators", "--json").json()
+    }
+    assert [rows[message_id]["status"] for message_id in (given_up, last_retry, retrying)] == [
+        "failed",
+        "failed",
+        "retrying",
+    ]
+    updated = datetime.fromisoformat(rows[retrying]["updatedAt"])
+    assert datetime.fromisoformat(rows[retrying]["nextAttemptAt"]) == updated + timedelta(seconds=20), (
+        "min(300000, 10000 * pow(2, retried)) ms after the attempt of Upstash-Retried 1"
+    )
+    assert rows[given_up]["nextAttemptAt"] is None and rows[last_retry]["nextAttemptAt"] is None
+
+    table = {line.split()[0]: line.split() for line in qjobs(capsys, "jobs", "list").out.splitlines()[1:]}
+    assert (table[retrying][2], table[last_retry][2], table[given_up][2]) == ("retrying", "failed", "failed")
+
+    shown = " ".join(qjobs(capsys, "jobs", "show", retrying).out.split())
+    assert "status: retrying" in shown and "QStash retries it: retry 2 of 3, due about" in shown
+    assert "QStash gave up" in " ".join(qjobs(capsys, "jobs", "show", given_up).out.split())
+    final = " ".join(qjobs(capsys, "jobs", "show", last_retry).out.split())
+    assert "its last retry (3 of 3) failed: QStash gives up" in final
+    shown_json = qjobs(capsys, "jobs", "show", retrying, "--json").json()
+    assert (shown_json["status"], shown_json["ledger"]["status"]) == ("retrying", "failed")
+
+
+def test_jobs_list_filters_by_retrying_and_failed_and_still_fills_its_limit(
+    deliver: Deliver, make_client: AppFactory, db: firestore.Client, capsys: Capture
+) -> None:
+    down = webhook_down(make_client)
+    given_up = failed_attempt(deliver, down, retried=0)
+    dead_lettered(deliver, given_up)
+    last_retry = failed_attempt(deliver, down, retried=3)
+    first, second = failed_attempt(deliver, down, retried=0), failed_attempt(deliver, down, retried=2)
+
+    def listed(*argv: str) -> list[str]:
+        return [row["messageId"] for row in qjobs(capsys, "jobs", "list", *argv, "--json").json()]
+
+    assert listed("--status=retrying") == [second, first]
+    assert listed("--status=failed") == [last_retry, given_up]
+    assert listed("--status=failed", "--limit=1") == [last_retry], "the newer retrying entries are passed over"
+    assert listed("--status=retrying", "--job=notify-collaborators", "--limit=1") == [second]
+
+
+# --- unreachable parts -----------------------------------------------------------------
+
+
+@contextmanager
+def silent_server() -> Iterator[str]:
+    """host:port of a socket that takes connections (into its backlog) and never answers."""
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(16)
+        yield f"127.0.0.1:{listening.getsockname()[1]}"
+
+
+@contextmanager
+def closed_port() -> Iterator[str]:
+    yield f"127.0.0.1:{free_port()}"
+
+
+UNREACHABLE = {"closed port": closed_port, "silent server": silent_server}
+FIRESTORE_COMMANDS = [["jobs", "list"], ["jobs", "show", "msg_x"], ["erase-user", "u1", "--yes"]]
+QSTASH_COMMANDS = [["dlq", "list"], ["dlq", "show", "1-x"], ["publish", "notify-collaborators", *NOTIFY_FLAGS]]
+BOUND_SECONDS = 8
+"""Well under the default timeout (10 s) and the clients' own retry loops (32 s to 5 min):
+with QJOBS_TIMEOUT_SECONDS=1 a command must give up well within it, even on a loaded machine."""
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("part", UNREACHABLE)
+@pytest.mark.parametrize("argv", FIRESTORE_COMMANDS, ids=" ".join)
+def test_an_unreachable_firestore_fails_within_the_timeout_in_one_line(
+    argv: list[str], part: str, capsys: Capture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with UNREACHABLE[part]() as host:
+        monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", host)
+        monkeypatch.setenv("QJOBS_TIMEOUT_SECONDS", "1")
+        started = time.monotonic()
+        error = one_line_error(qjobs(capsys, *argv))
+        assert time.monotonic() - started < BOUND_SECONDS
+    assert f"cannot reach the Firestore emulator at {host} (FIRESTORE_EMULATOR_HOST) within 1 s" in error
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("part", UNREACHABLE)
+@pytest.mark.parametrize("argv", QSTASH_COMMANDS, ids=" ".join)
+def test_an_unreachable_qstash_fails_within_the_timeout_in_one_line(
+    argv: list[str], part: str, capsys: Capture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with UNREACHABLE[part]() as host:
+        monkeypatch.setenv("QSTASH_URL", f"http://{host}")
+        monkeypatch.setenv("QSTASH_TOKEN", "token")
+        monkeypatch.setenv("JOBS_BASE_URL", "https://jobs.example.test")
+        monkeypatch.setenv("QJOBS_TIMEOUT_SECONDS", "1")
+        started = time.monotonic()
+        error = one_line_error(qjobs(capsys, *argv))
+        assert time.monotonic() - started < BOUND_SECONDS
+    assert f"cannot reach QStash at http://{host} (QSTASH_URL) within 1 s" in error
+
+
+def test_the_timeout_defaults_to_10_seconds() -> None:
+    assert Environment({}).timeout_seconds() == 10
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-1", "nan", "inf"])
+def test_a_bad_timeout_setting_is_bad_usage(value: str, capsys: Capture, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QJOBS_TIMEOUT_SECONDS", value)
+    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", f"127.0.0.1:{free_port()}")
+    assert "QJOBS_TIMEOUT_SECONDS must be a number of seconds above 0" in bad_usage(qjobs(capsys, "jobs", "list"))
 
 
 def test_without_credentials_it_says_how_to_get_them(capsys: Capture, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -201,3 +363,104 @@ def test_printing_data_has_a_json_form_wherever_it_prints_data(capsys: Capture) 
             len(command) == 2 and command[0] == "publish"
         ):
             assert "--json" in qjobs(capsys, *command, "--help").out, command
+
+
+@pytest.mark.parametrize(
+    ("argv", "complaint"),
+    [
+        (["jobs", "list", "--limit=0"], "argument --limit: must be from 1 to 500, not '0'"),
+        (["jobs", "list", "--since=yesterday"], "argument --since: must be an ISO 8601 time or an age such as 2h"),
+        (["jobs", "list", "--job=nope"], "argument --job: invalid choice: 'nope'"),
+        (["dlq", "list", "--count=0"], "argument --count: must be from 1 to 100, not '0'"),
+        (["send", NOTIFY, "--body", "not json"], "argument --body: not JSON and not a readable file"),
+        (["send", NOTIFY, "--body", "/no/such/file.json"], "argument --body: not JSON and not a readable file"),
+        (["send", NOTIFY, "--body", "{}", "--retried=-1"], "argument --retried: must be 0 or more, not '-1'"),
+        (["send", NOTIFY, "--body", "{}", "--timeout=0"], "argument --timeout: must be a number of seconds above 0"),
+    ],
+    ids=lambda value: " ".join(value) if isinstance(value, list) else "",
+)
+def test_a_bad_value_is_bad_usage(argv: list[str], complaint: str, capsys: Capture) -> None:
+    assert complaint in bad_usage(qjobs(capsys, *argv))
+
+
+def test_erase_user_refuses_an_id_that_is_not_a_safe_id_and_erases_nothing(
+    db: firestore.Client, capsys: Capture
+) -> None:
+    db.collection("users").document("u1").set({"name": "Ada"})
+    complaint = bad_usage(qjobs(capsys, "erase-user", "bad id!", "--yes"))
+    assert "argument USER_ID: 'bad id!' is not a safe id" in complaint
+    assert db.collection("users").document("u1").get().exists
+
+
+def test_erase_user_json_keys_are_camel_case(db: firestore.Client, capsys: Capture) -> None:
+    db.collection("users").document("u1").set({"name": "Ada"})
+    erased = qjobs(capsys, "erase-user", "u1", "--yes", "--json").json()
+    assert all(CAMEL_CASE.fullmatch(key) for key in keys_of(erased)), sorted(keys_of(erased))
+    assert erased["removed"]["userDocuments"] == 1
+
+
+@pytest.fixture
+def qstash_recorder(monkeypatch: pytest.MonkeyPatch) -> Iterator[QStashRecorder]:
+    """QStash as a recorder of what was sent to it."""
+    recorder = QStashRecorder()
+    monkeypatch.setenv("QSTASH_URL", recorder.url)
+    monkeypatch.setenv("QSTASH_TOKEN", "token")
+    monkeypatch.setenv("JOBS_BASE_URL", "https://jobs.example.test")
+    yield recorder
+    recorder.stop()
+
+
+@pytest.mark.parametrize(
+    ("option", "complaint"),
+    [
+        ("--delay=soon", "argument --delay: must be seconds or a duration such as 10m or 2h, not 'soon'"),
+        ("--not-before=yesterday", "argument --not-before: must be Unix seconds or an ISO 8601 time, not 'yesterday'"),
+    ],
+)
+def test_publish_checks_when_to_deliver_before_sending_anything(
+    option: str, complaint: str, qstash_recorder: QStashRecorder, capsys: Capture
+) -> None:
+    assert complaint in bad_usage(qjobs(capsys, "publish", "notify-collaborators", *NOTIFY_FLAGS, option))
+    assert qstash_recorder.received == []
+
+
+def test_publish_sends_a_delay_and_a_time_as_qstash_reads_them(
+    qstash_recorder: QStashRecorder, capsys: Capture
+) -> None:
+    for option in ("--delay=90", "--delay=90m", "--not-before=2030-01-01T00:00:00", "--not-before=1893456000"):
+        assert qjobs(capsys, "publish", "notify-collaborators", *NOTIFY_FLAGS, option).status == 0
+    sent = [
+        (request.headers.get("upstash-delay"), request.headers.get("upstash-not-before"))
+        for request in qstash_recorder.received
+    ]
+    assert sent == [("90s", None), ("90m", None), (None, "1893456000"), (None, "1893456000")], (
+        "an ISO 8601 time without a zone is UTC"
+    )
+
+
+def parents_and_children() -> list[tuple[tuple[str, ...], Any, Any]]:
+    """(command, its parser, its parent's parser) for every command under another."""
+    found = []
+
+    def walk(command: Any, prefix: tuple[str, ...]) -> None:
+        for action in command._actions:
+            if action.__class__.__name__ == "_SubParsersAction":
+                for name, sub in action.choices.items():
+                    found.append(((*prefix, name), sub, command))
+                    walk(sub, (*prefix, name))
+
+    walk(parser(), ())
+    return found
+
+
+COMMANDS_UNDER_OTHERS = parents_and_children()
+
+
+@pytest.mark.parametrize(
+    ("command", "own", "parent"), COMMANDS_UNDER_OTHERS, ids=[" ".join(found[0]) for found in COMMANDS_UNDER_OTHERS]
+)
+def test_a_command_help_says_what_it_does_not_what_its_parent_does(
+    command: tuple[str, ...], own: Any, parent: Any, capsys: Capture
+) -> None:
+    shown = " ".join(qjobs(capsys, *command, "--help").out.split())
+    assert own.description and " ".join(parent.description.split()) not in shown

@@ -68,7 +68,6 @@ def test_send_reports_a_refusal_with_status_1_and_prints_the_answer(
 @pytest.mark.parametrize(
     ("argv", "complaint"),
     [
-        (["send", NOTIFY, "--body", "/no/such/file.json"], "cannot read the body from /no/such/file.json"),
         (["send", "api/jobs/x", "--body", "{}"], "the path must start with /"),
         (["send", NOTIFY, "--body", "{}", "--service", "http://127.0.0.1:9"], "cannot reach http://127.0.0.1:9"),
     ],

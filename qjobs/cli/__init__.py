@@ -2,19 +2,24 @@
 
 It finds Firestore and QStash through the same variables as the service and the SDK
 (GOOGLE_CLOUD_PROJECT, FIRESTORE_EMULATOR_HOST, LEDGER_COLLECTION; QSTASH_TOKEN,
-QSTASH_URL; JOBS_BASE_URL, QSTASH_CURRENT_SIGNING_KEY). Exit status: 0 done, 1 failed
-(an unknown id included), 2 bad usage; an error is one line on standard error.
+QSTASH_URL; JOBS_BASE_URL, QSTASH_CURRENT_SIGNING_KEY), and gives up on either after
+QJOBS_TIMEOUT_SECONDS (default 10). Exit status: 0 done, 1 failed (an unknown id, or
+Firestore or QStash unreachable, included), 2 bad usage (a bad option or value); an
+error is one line on standard error.
 """
 
 import argparse
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import google.auth.exceptions
+import httpx
 from google.api_core import exceptions
 from qstash.errors import QStashError
 
 from qjobs.cli import dlq, erase, jobs, publishing, send
-from qjobs.cli.common import CliError, Environment, fail
+from qjobs.cli.common import FIRESTORE_UNREACHABLE, CliError, Environment, UsageError, fail
 
 
 def parser() -> argparse.ArgumentParser:
@@ -27,24 +32,46 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
+NO_CREDENTIALS = (
+    "no Google credentials for Firestore: `gcloud auth application-default login`, "
+    "or FIRESTORE_EMULATOR_HOST for the emulator"
+)
+REPORTED = (
+    CliError,
+    httpx.TransportError,
+    QStashError,
+    exceptions.GoogleAPIError,
+    google.auth.exceptions.DefaultCredentialsError,
+    KeyboardInterrupt,
+)
+"""What a command may fail with that is the operator's to know, in one line, exit status 1."""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    env = Environment.current()
     try:
-        status: int = args.run(args, Environment.current())
-    except CliError as error:
-        return fail(str(error))
-    except QStashError as error:
-        return fail(f"QStash answered: {str(error).splitlines()[0]}")
-    except exceptions.GoogleAPICallError as error:
-        return fail(f"Firestore answered: {error.message or type(error).__name__}")
-    except google.auth.exceptions.DefaultCredentialsError:
-        return fail(
-            "no Google credentials for Firestore: `gcloud auth application-default login`, "
-            "or FIRESTORE_EMULATOR_HOST for the emulator"
-        )
-    except KeyboardInterrupt:
-        return fail("interrupted")
+        status: int = args.run(args, env)
+    except UsageError as error:
+        command: argparse.ArgumentParser = args.command_parser
+        command.error(str(error))  # exits 2, as argparse does for its own checks
+    except REPORTED as error:
+        return fail(explained(error, env))
     return status
+
+
+def explained(error: BaseException, env: Environment) -> str:
+    """The one line that says what failed: which part could not be reached in time (checked
+    before what a part answered, since the clients raise their timeouts as answers too)."""
+    explanations: list[tuple[type[BaseException] | tuple[type[BaseException], ...], Callable[[Any], str]]] = [
+        (httpx.TransportError, env.qstash_unreachable),
+        (QStashError, lambda error: f"QStash answered: {(str(error).splitlines() or [type(error).__name__])[0]}"),
+        (FIRESTORE_UNREACHABLE, env.firestore_unreachable),
+        (exceptions.GoogleAPICallError, lambda error: f"Firestore answered: {error.message or type(error).__name__}"),
+        (google.auth.exceptions.DefaultCredentialsError, lambda _: NO_CREDENTIALS),
+        (KeyboardInterrupt, lambda _: "interrupted"),
+    ]
+    return next((say(error) for kind, say in explanations if isinstance(error, kind)), str(error))
 
 
 if __name__ == "__main__":

@@ -1,10 +1,6 @@
 """`qjobs dlq list|show|replay|delete`: QStash's dead-letter queue, through the qstash SDK
-(QSTASH_TOKEN, and QSTASH_URL for the local broker).
-
-`replay` publishes the dead-lettered body again to its URL, with its job's retry policy
-and failure callback but without a deduplication id: a replay is a new message, and what
-keeps its effects from repeating is the job's business key (notify-collaborators'
-`idempotencyKey`, memory-sync's cursor), not the transport.
+(QSTASH_TOKEN, and QSTASH_URL for the local broker): what QStash gave up on, and putting it
+right once the cause is fixed.
 """
 
 import argparse
@@ -20,30 +16,63 @@ from qstash.message import FlowControl, PublishResponse
 
 from handlers import FAILURE_CALLBACK, ROUTES
 from handlers.failure_callback import job_of
-from qjobs.cli.common import CliError, Commands, Environment, add_command, print_fields, print_json, print_table
+from qjobs.cli.common import (
+    CliError,
+    Commands,
+    Environment,
+    add_command,
+    bounded_int,
+    print_fields,
+    print_json,
+    print_table,
+)
 
 OWN_HEADERS = ("content-type", "upstash-")
 """Headers a replay sets itself (its policy) rather than forwards."""
 COLUMNS = ("dlqId", "messageId", "job", "status", "maxRetries", "createdAt")
 
 
+LIST_DESCRIPTION = """\
+Dead-lettered messages, oldest first: their dead-letter id, message id, job, the HTTP
+status of the last answer, and when. A page holds at most --count; `more: --cursor ...`
+says how to ask for the next one.
+"""
+SHOW_DESCRIPTION = """\
+One dead-lettered message: where it was published, the last answer (status and its first
+500 characters), its body and headers, and its failure callback.
+"""
+REPLAY_DESCRIPTION = """\
+Publish the dead-lettered body again to its URL, with its job's retry policy, label and
+failure callback as the publishing helpers set them today, but without a deduplication id:
+a replay is a new message, and what keeps its effects from repeating is the job's business
+key (notify-collaborators' `idempotencyKey`, memory-sync's cursor), not the transport.
+Replay after fixing the cause: a message refused with 489 is refused again. The message
+stays in the queue until `qjobs dlq delete`.
+"""
+DELETE_DESCRIPTION = """\
+Remove a message from the dead-letter queue, once it was replayed or its cause dealt with.
+"""
+
+
 def add_parser(commands: Commands) -> None:
-    parser = add_command(commands, "dlq", "QStash's dead-letter queue: list, show, replay, delete", __doc__)
+    parser = add_command(commands, "dlq", "QStash's dead-letter queue: list, show, replay, delete", __doc__ or "")
     verbs = parser.add_subparsers(dest="verb", metavar="list|show|replay|delete", required=True)
-    listing = add_command(verbs, "list", "dead-lettered messages, oldest first", __doc__)
+    listing = add_command(verbs, "list", "dead-lettered messages, oldest first", LIST_DESCRIPTION)
     listing.add_argument("--url", help="only those published to this URL")
     listing.add_argument("--label", help="only those with this label (the job's name)")
     listing.add_argument("--status", type=int, help="only those whose last answer had this HTTP status")
-    listing.add_argument("--count", type=int, default=100, help="at most this many (default and most: 100)")
+    listing.add_argument(
+        "--count", type=bounded_int(1, 100), default=100, help="at most this many (default and most: 100)"
+    )
     listing.add_argument("--cursor", help="where a previous list stopped")
     listing.add_argument("--json", action="store_true", help="print them as JSON")
     listing.set_defaults(run=run_list)
-    for verb, help_text, run in (
-        ("show", "one dead-lettered message", run_show),
-        ("replay", "publish its body again, as a new message", run_replay),
-        ("delete", "remove it from the dead-letter queue", run_delete),
+    for verb, help_text, description, run in (
+        ("show", "one dead-lettered message", SHOW_DESCRIPTION, run_show),
+        ("replay", "publish its body again, as a new message", REPLAY_DESCRIPTION, run_replay),
+        ("delete", "remove it from the dead-letter queue", DELETE_DESCRIPTION, run_delete),
     ):
-        command = add_command(verbs, verb, help_text, __doc__)
+        command = add_command(verbs, verb, help_text, description)
         command.add_argument("dlq_id", metavar="DLQ_ID")
         command.add_argument("--json", action="store_true", help="print the answer as JSON")
         command.set_defaults(run=run)
@@ -71,8 +100,6 @@ def fetch(client: QStash, dlq_id: str) -> DlqMessage:
 
 
 def run_list(args: argparse.Namespace, env: Environment) -> int:
-    if not 1 <= args.count <= 100:
-        raise CliError("--count must be from 1 to 100")
     wanted = DlqFilter()
     if args.url:
         wanted["url"] = args.url

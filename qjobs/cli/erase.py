@@ -5,7 +5,8 @@ summaries), the user's conversations and their messages (so that a later memory-
 rebuild nothing), the user from trip events' recipient lists, and the user's id where they
 were the actor of an event (in the event and in other users' inbox entries). It works in
 pages and is idempotent: run again after an interruption, it finishes; run after it
-finished, it finds nothing. It asks before it starts unless given --yes.
+finished, it finds nothing. It asks before it starts unless given --yes. USER_ID must be a
+safe id (1-128 letters, digits or _ - . : @), as every id the jobs store is.
 """
 
 import argparse
@@ -18,17 +19,36 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from qjobs.cli.common import CliError, Commands, Environment, add_command, print_json
+from qjobs.safe_id import is_safe_id
 from qjobs.trip_events import EVENTS_COLLECTION, Refs
 
 PAGE = 200
+REMOVED = {
+    "conversationDocuments": "conversation documents and their messages",
+    "userDocuments": "user documents and everything under them",
+    "tripEventsReceived": "trip events it received",
+    "tripEventsCaused": "trip events it caused",
+    "notificationsCaused": "other users' notifications it caused",
+}
+"""What `erase_user` counts, by the key `--json` prints, and as the text says it."""
 
 
 def add_parser(commands: Commands) -> None:
-    parser = add_command(commands, "erase-user", "erase a user's data (a privacy request)", __doc__)
-    parser.add_argument("user_id", metavar="USER_ID")
+    parser = add_command(commands, "erase-user", "erase a user's data (a privacy request)", __doc__ or "")
+    parser.add_argument("user_id", metavar="USER_ID", type=user_id)
     parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     parser.add_argument("--json", action="store_true", help="print what was removed as JSON")
     parser.set_defaults(run=run)
+
+
+def user_id(value: str) -> str:
+    """An argparse `type`: a safe id. Anything else can be no user's id, and is refused
+    rather than answered "nothing to erase"."""
+    if not is_safe_id(value):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a safe id (1-128 letters, digits or _ - . : @, not starting with '.')"
+        )
+    return value
 
 
 def run(args: argparse.Namespace, env: Environment) -> int:
@@ -42,8 +62,8 @@ def run(args: argparse.Namespace, env: Environment) -> int:
         print(f"nothing of user {args.user_id} was left to erase")
         return 0
     print(f"erased user {args.user_id}:")
-    for what, count in sorted(removed.items()):
-        print(f"  {what}: {count}")
+    for what, count in sorted(removed.items(), key=lambda item: REMOVED[item[0]]):
+        print(f"  {REMOVED[what]}: {count}")
     return 0
 
 
@@ -61,19 +81,20 @@ def confirmed(user_id: str) -> bool:
 
 
 def erase_user(db: firestore.Client, uid: str, *, page: int = PAGE) -> Counter[str]:
-    """What was removed, by kind. Each step finishes what an interrupted run left."""
+    """What was removed, by kind (the keys of REMOVED). Each step finishes what an
+    interrupted run left."""
     removed: Counter[str] = Counter()
     for conversation in pages(db.collection("conversations").where(filter=FieldFilter("userId", "==", uid)), page):
-        removed["conversation documents and their messages"] += delete_tree(db, conversation.reference)
-    removed["user documents and everything under them"] += delete_tree(db, db.collection("users").document(uid))
+        removed["conversationDocuments"] += delete_tree(db, conversation.reference)
+    removed["userDocuments"] += delete_tree(db, db.collection("users").document(uid))
     events = db.collection(EVENTS_COLLECTION)
     received = events.where(filter=FieldFilter("recipientIds", "array_contains", uid))
     for event in pages(received, page):
         event.reference.update({"recipientIds": firestore.ArrayRemove([uid])})
-        removed["trip events it received"] += 1
+        removed["tripEventsReceived"] += 1
     for event in pages(events.where(filter=FieldFilter("actorId", "==", uid)), page):
-        removed["other users' notifications it caused"] += blank_actor(db, event)
-        removed["trip events it caused"] += 1
+        removed["notificationsCaused"] += blank_actor(db, event)
+        removed["tripEventsCaused"] += 1
     return removed
 
 

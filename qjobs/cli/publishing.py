@@ -6,9 +6,11 @@ There is one flag per payload field, made from the job's own model (`tripId` is
 """
 
 import argparse
+import dataclasses
+import re
 import typing
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel
@@ -37,17 +39,43 @@ def flag(field: str) -> str:
     return "--" + "".join(f"-{char.lower()}" if char.isupper() else char for char in field)
 
 
+DESCRIPTIONS = {
+    "notify-collaborators": """\
+Enqueue notify-collaborators: tell a trip's collaborators that something happened to the
+trip (an inbox entry each, and email and a webhook where configured). The payload is
+checked first, and nothing is sent if it is refused. Its idempotency key, generated when
+--idempotency-key is not given, is printed: publishing the same key again is dropped by
+QStash as a duplicate, and a dead-letter replay notifies nobody twice.
+""",
+    "memory-sync": """\
+Enqueue memory-sync: bring a user's travel memory up to date from a conversation. The
+payload is checked first, and nothing is sent if it is refused. Syncs of one conversation
+run one at a time; with --revision (the conversation's last message id), publishing the
+same revision again is dropped by QStash as a duplicate.
+""",
+}
+WHEN = """
+--delay waits before the first attempt (seconds, or a duration such as 10m or 2h);
+--not-before sets the earliest attempt (Unix seconds, or an ISO 8601 time, UTC unless it
+names its zone). Both are checked before anything is sent.
+"""
+
+
 def add_parser(commands: Commands) -> None:
-    parser = add_command(commands, "publish", "enqueue a job through QStash with its policy", __doc__)
+    parser = add_command(commands, "publish", "enqueue a job through QStash with its policy", __doc__ or "")
     jobs = parser.add_subparsers(dest="job", metavar="JOB", required=True)
     for name, (model, _, takes_revision) in JOBS.items():
-        job = add_command(jobs, name, (model.__doc__ or name).split("\n")[0], __doc__)
+        job = add_command(jobs, name, (model.__doc__ or name).split("\n")[0], DESCRIPTIONS[name] + WHEN)
         for field, info in model.model_fields.items():
             add_field(job, field, info.annotation, required=info.is_required())
         if takes_revision:
             job.add_argument("--revision", help="the conversation's state the sync is for (its last message id)")
-        job.add_argument("--delay", help="wait before the first attempt: seconds, or a duration such as 10m")
-        job.add_argument("--not-before", help="no attempt before this time: Unix seconds or an ISO 8601 time")
+        job.add_argument(
+            "--delay", type=delay, help="wait before the first attempt: seconds, or a duration such as 10m"
+        )
+        job.add_argument(
+            "--not-before", type=not_before, help="no attempt before this time: Unix seconds or an ISO 8601 time"
+        )
         job.add_argument("--json", action="store_true", help="print the answer as JSON")
         job.set_defaults(run=run)
 
@@ -71,25 +99,36 @@ def _is_list(annotation: Any) -> bool:
     return any(typing.get_origin(inner) is list or _is_list(inner) for inner in typing.get_args(annotation))
 
 
-def not_before(value: str | None) -> int | None:
-    if value is None:
-        return None
+def delay(value: str) -> int | str:
+    """An argparse `type`: seconds (an int, which the SDK sends as `Ns`), or a number and a
+    unit (`s`, `m`, `h`, `d`), the form QStash reads in `Upstash-Delay`, sent as written."""
+    if value.isdigit():
+        return int(value)
+    if re.fullmatch(r"\d+[smhd]", value):
+        return value
+    raise argparse.ArgumentTypeError(f"must be seconds or a duration such as 10m or 2h, not {value!r}")
+
+
+def not_before(value: str) -> int:
+    """An argparse `type`: Unix seconds, or an ISO 8601 time (UTC unless it names its zone)."""
     if value.isdigit():
         return int(value)
     try:
-        return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp())
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise CliError(f"--not-before must be Unix seconds or an ISO 8601 time, not {value!r}") from None
+        raise argparse.ArgumentTypeError(f"must be Unix seconds or an ISO 8601 time, not {value!r}") from None
+    return int((when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp())
 
 
 def run(args: argparse.Namespace, env: Environment) -> int:
     model, helper, takes_revision = JOBS[args.job]
     payload = {field: getattr(args, field) for field in model.model_fields if getattr(args, field) is not None}
-    options: dict[str, Any] = {"delay": args.delay, "not_before": not_before(args.not_before)}
+    options: dict[str, Any] = {"delay": args.delay, "not_before": args.not_before}
     if takes_revision:
         options["revision"] = args.revision
     try:
-        published = helper(payload, publisher=Publisher.from_environment(env.variables), **options)
+        publisher = dataclasses.replace(Publisher.from_environment(env.variables), client=env.qstash())
+        published = helper(payload, publisher=publisher, **options)
     except (InvalidPayload, PublishConfigError) as error:
         raise CliError(str(error)) from None
     answer = {

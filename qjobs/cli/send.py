@@ -1,5 +1,10 @@
-"""`qjobs send PATH --body FILE|-`: one delivery, signed as QStash signs it, straight to a
-service (no broker): for trying a job, or re-sending a body by hand."""
+"""`qjobs send PATH --body FILE|-|JSON`: one delivery, signed as QStash signs it, straight to
+a service (no broker): for trying a job, or re-sending a body by hand. It prints the status,
+the message id and the answer, and exits 1 unless the answer is 2xx.
+
+The body is standard input for `-`, a file's bytes as they are (so a malformed body can be
+sent on purpose), or else the argument itself, which must then be JSON.
+"""
 
 import argparse
 import json
@@ -9,34 +14,55 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from qjobs.cli.common import CliError, Commands, Environment, add_command, print_json
+from qjobs.cli.common import (
+    CliError,
+    Commands,
+    Environment,
+    UsageError,
+    add_command,
+    bounded_int,
+    positive_seconds,
+    print_json,
+)
 from qjobs.signature import delivery_headers
 
 
 def add_parser(commands: Commands) -> None:
-    parser = add_command(commands, "send", "sign a body as QStash does and POST it straight to the service", __doc__)
+    parser = add_command(
+        commands, "send", "sign a body as QStash does and POST it straight to the service", __doc__ or ""
+    )
     parser.add_argument("path", help="the job's path, e.g. /api/jobs/memory-sync")
     parser.add_argument("--body", required=True, help="a JSON file, - for standard input, or the JSON text itself")
     parser.add_argument(
         "--service", help="the service's base URL (default: $JOBS_BASE_URL, else http://127.0.0.1:8080)"
     )
     parser.add_argument("--message-id", help="Upstash-Message-Id (default: a fresh msg_...; reuse one to send a copy)")
-    parser.add_argument("--retried", type=int, default=0, help="Upstash-Retried (default 0)")
+    parser.add_argument("--retried", type=bounded_int(0), default=0, help="Upstash-Retried (default 0)")
     parser.add_argument("--signed-url", help="the URL to sign, when not the one sent to (a service behind a proxy)")
-    parser.add_argument("--timeout", type=float, default=60, help="seconds to wait for the answer")
+    parser.add_argument("--timeout", type=positive_seconds, default=60, help="seconds to wait for the answer")
     parser.add_argument("--json", action="store_true", help="print {status, messageId, answer} as JSON")
     parser.set_defaults(run=run)
 
 
 def read_body(argument: str) -> bytes:
+    """The body to send. Raises UsageError when the argument is neither a readable file nor
+    JSON, or names a file that cannot be read."""
     if argument == "-":
         return sys.stdin.buffer.read()
-    if argument.lstrip().startswith(("{", "[")):
-        return argument.encode()
+    path = Path(argument)
+    if path.is_file():
+        try:
+            return path.read_bytes()
+        except OSError as error:
+            raise UsageError(f"argument --body: cannot read the file {argument}: {error.strerror}") from None
     try:
-        return Path(argument).read_bytes()
-    except OSError as error:
-        raise CliError(f"cannot read the body from {argument}: {error.strerror}") from None
+        json.loads(argument)
+    except json.JSONDecodeError as error:
+        raise UsageError(
+            f"argument --body: not JSON and not a readable file ({error.msg} at column {error.colno}; "
+            "no file of that name)"
+        ) from None
+    return argument.encode()
 
 
 def build_request(
