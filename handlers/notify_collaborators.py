@@ -24,6 +24,7 @@ from pydantic_core import PydanticCustomError
 from qjobs.channels import channel_state, is_pending
 from qjobs.channels.email import Email, EmailChannel, message_id_for
 from qjobs.channels.setup import Channels
+from qjobs.channels.trip_email import TripEmail, render, trip_url
 from qjobs.jobs import (
     Data,
     Done,
@@ -44,10 +45,12 @@ from qjobs.trip_events import (
     Refs,
     address_problem,
     candidates_of,
+    email_on,
     event_writes,
     make_plan,
     new_inbox_entries,
     take_deliveries,
+    wording_refs,
 )
 
 MAX_RECIPIENTS = 100
@@ -61,16 +64,6 @@ Event = Literal[
     "collaborator_removed",
     "collaborator_role_changed",
 ]
-
-SUBJECTS: dict[str, str] = {
-    "trip_created": "A trip was created",
-    "trip_updated": "A trip was updated",
-    "trip_shared": "A trip was shared with you",
-    "trip_deleted": "A trip was deleted",
-    "collaborator_added": "A collaborator joined a trip",
-    "collaborator_removed": "A collaborator left a trip",
-    "collaborator_role_changed": "A collaborator's role changed",
-}
 
 
 LINE_BREAKING = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -115,6 +108,9 @@ class NotifyCollaboratorsPayload(BaseModel):
     ]
     message: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
     actorId: SafeId | None = None
+    tripTitle: (
+        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), *ONE_LINE] | None
+    ) = Field(None, description="the trip's title as the event happened, for emails (else trips/{tripId}.title)")
     idempotencyKey: Annotated[str, StringConstraints(min_length=8, max_length=200), *ONE_LINE] | None = None
 
 
@@ -125,7 +121,10 @@ def prefetch(payload: NotifyCollaboratorsPayload, ctx: ReadContext) -> list[Docu
     """Users' settings and addresses need no isolation, and the app writes them: read
     them outside the transaction so that it never locks them."""
     refs = Refs.of(payload, ctx.db, ctx.message_id)
-    return [refs.user(uid) for uid in candidates_of(payload)]
+    users = [refs.user(uid) for uid in candidates_of(payload)]
+    if not email_on(ctx.settings):
+        return users
+    return [*users, *wording_refs(refs, payload.tripId, payload.tripTitle, payload.actorId)]
 
 
 def reads(payload: NotifyCollaboratorsPayload, ctx: ReadContext) -> list[DocumentReference]:
@@ -204,11 +203,25 @@ def deliver_emails(plan: Plan, channel: EmailChannel) -> list[Write]:
 
 
 def email_for(plan: Plan, recipient: Recipient, channel: EmailChannel) -> Email:
+    """The recipient's email: the trip named by its title (the event's, else the trip
+    document's), the actor and the recipient by their display names."""
     event = plan.event
+    rendered = render(
+        TripEmail(
+            event=str(event["event"]),
+            message=str(event["message"]),
+            trip_title=event.get("tripTitle") or plan.trip.get("title"),
+            actor_name=plan.actor.get("displayName"),
+            recipient_name=recipient.user.get("displayName"),
+            trip_url=trip_url(channel.trip_url_template, str(event["tripId"])),
+            unsubscribe_url=channel.unsubscribe_url,
+        )
+    )
     return Email(
         to=str(recipient.user["email"]),
-        subject=SUBJECTS.get(str(event["event"]), "A trip changed"),
-        text=f"{event['message']}\n\nTrip: {event['tripId']}\n",
+        subject=rendered.subject,
+        text=rendered.text,
+        html=rendered.html,
         message_id=message_id_for(recipient.ref.id, channel.sender),
     )
 

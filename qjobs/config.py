@@ -61,6 +61,7 @@ class Settings(BaseModel):
     smtp_url: str | None = Field(None, alias="SMTP_URL", repr=False)
     email_from: str | None = Field(None, alias="EMAIL_FROM")
     email_unsubscribe_url: str | None = Field(None, alias="EMAIL_UNSUBSCRIBE_URL")
+    trip_url_template: str | None = Field(None, alias="TRIP_URL_TEMPLATE")
     smtp_timeout_seconds: Seconds = Field(10, alias="SMTP_TIMEOUT_SECONDS")
     collaborator_webhook_url: str | None = Field(None, alias="COLLABORATOR_WEBHOOK_URL")
     collaborator_webhook_secret: str | None = Field(None, alias="COLLABORATOR_WEBHOOK_SECRET", repr=False)
@@ -117,6 +118,15 @@ class Settings(BaseModel):
     def _absolute_url(cls, value: str | None) -> str | None:
         if value is not None and not re.fullmatch(r"https?://\S+", value):
             raise ValueError("must be an absolute http(s) URL")
+        return value
+
+    @field_validator("trip_url_template")
+    @classmethod
+    def _makes_trip_links(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"https?://[^\s{}]+(\{tripId\}[^\s{}]*)+", value):
+            raise ValueError(
+                "must be an absolute http(s) URL holding {tripId}, e.g. https://app.example/trips/{tripId}"
+            )
         return value
 
     @model_validator(mode="after")

@@ -19,6 +19,7 @@ from google.cloud.firestore_v1.document import DocumentReference
 from qjobs.channels import DeliveryState, channel_state, is_pending
 from qjobs.channels.email import deliverable_address
 from qjobs.channels.setup import Channels
+from qjobs.config import Settings
 from qjobs.jobs import Busy, Data, StepContext, Write
 
 EVENTS_COLLECTION = "notificationEvents"
@@ -39,6 +40,8 @@ class TripEvent(Protocol):
     def actorId(self) -> str | None: ...  # noqa: N802
     @property
     def idempotencyKey(self) -> str | None: ...  # noqa: N802
+    @property
+    def tripTitle(self) -> str | None: ...  # noqa: N802
 
 
 def doc_id(*parts: str) -> str:
@@ -70,6 +73,9 @@ class Refs:
 
     def user(self, uid: str) -> DocumentReference:
         return self._ref("user", uid, lambda: self.db.collection("users").document(uid))
+
+    def trip(self, trip_id: str) -> DocumentReference:
+        return self._ref("trip", trip_id, lambda: self.db.collection("trips").document(trip_id))
 
     def inbox(self, uid: str) -> DocumentReference:
         return self._ref(
@@ -110,6 +116,11 @@ class Plan:
     is_new: bool
     recipients: list[Recipient]
     writes: list[Write] = field(default_factory=list)
+    trip: Data = field(default_factory=dict)
+    """`trips/{tripId}`, read only for an email's wording (its `title`), and only when the
+    event carries no title of its own."""
+    actor: Data = field(default_factory=dict)
+    """`users/{actorId}`, read only for an email's wording (its `displayName`)."""
 
     def pending(self, channels: Channels) -> int:
         """Deliveries still to attempt on the channels that are on (a channel turned off since
@@ -133,16 +144,47 @@ def make_plan(payload: TripEvent, ctx: StepContext) -> Plan:
         is_new = True
     inboxes = ctx.reads.documents([refs.inbox(uid) for uid in uids])
     recipients = [Recipient(uid, users[uid], refs.inbox(uid), inboxes[refs.inbox(uid).path]) for uid in uids]
-    return Plan(refs, event, is_new, recipients)
+    plan = Plan(refs, event, is_new, recipients)
+    if email_on(ctx.settings):
+        plan.trip, plan.actor = wording_of(ctx, refs, event)
+    return plan
+
+
+def email_on(settings: Settings) -> bool:
+    return bool(settings.smtp_url and settings.email_from)
+
+
+def wording_refs(refs: Refs, trip_id: str, trip_title: str | None, actor_id: str | None) -> list[DocumentReference]:
+    """The documents an email's wording needs: the trip's (for its title, unless the event
+    has one) and the actor's (for their name). They are prefetched with the users, in the
+    same batched read: no round trip of their own."""
+    trip = [] if trip_title else [refs.trip(trip_id)]
+    return trip + ([refs.user(actor_id)] if actor_id else [])
+
+
+def wording_of(ctx: StepContext, refs: Refs, event: Data) -> tuple[Data, Data]:
+    """The trip's and the actor's documents for the event's email, or `{}` for each one
+    that is not needed or does not exist."""
+    trip_id, actor_id = str(event["tripId"]), event.get("actorId")
+    found = known_or_read(ctx, wording_refs(refs, trip_id, event.get("tripTitle"), actor_id))
+    actor = found.get(refs.user(str(actor_id)).path, {}) if actor_id else {}
+    return found.get(refs.trip(trip_id).path, {}), actor
 
 
 def users_of(ctx: StepContext, refs: Refs, uids: Sequence[str]) -> dict[str, Data]:
-    """The users' documents as prefetched; those a stored event names beyond the payload's
-    collaborators (a replay with another list) are read in the transaction."""
-    unknown = [refs.user(uid) for uid in uids if refs.user(uid).path not in ctx.prefetched]
+    """The users' documents by uid; see `known_or_read`."""
+    found = known_or_read(ctx, [refs.user(uid) for uid in uids])
+    return {uid: found[refs.user(uid).path] for uid in uids}
+
+
+def known_or_read(ctx: StepContext, refs: Sequence[DocumentReference]) -> dict[str, Data]:
+    """Documents by path (`{}` for a missing one), as prefetched; those a stored event names
+    beyond what the payload led to prefetch (a replay with another list, say) are read in
+    the transaction."""
+    unknown = [ref for ref in refs if ref.path not in ctx.prefetched]
     extra = ctx.reads.documents(unknown) if unknown else {}
     found = {**ctx.prefetched, **extra}
-    return {uid: found.get(refs.user(uid).path) or {} for uid in uids}
+    return {ref.path: found.get(ref.path) or {} for ref in refs}
 
 
 def preferences(user: Data) -> Data:
@@ -172,6 +214,7 @@ def new_event(
         "message": payload.message,
         "actorId": payload.actorId,
         "idempotencyKey": payload.idempotencyKey,
+        "tripTitle": payload.tripTitle,
         "messageId": message_id,
         "recipientIds": recipients,
         "skipped": skipped,

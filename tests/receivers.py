@@ -7,8 +7,9 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from email import message_from_bytes
-from email.message import Message
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -22,7 +23,9 @@ from qjobs.devtools.emulator import free_port
 class Mailbox:
     """The aiosmtpd handler: accepts mail, or refuses a recipient with the code set for it."""
 
-    messages: list[Message] = field(default_factory=list)
+    messages: list[EmailMessage] = field(default_factory=list)
+    """As a mail client reads them (the standard library's modern policy: `get_body`,
+    decoded headers)."""
     refuse: dict[str, str] = field(default_factory=dict)
     """address -> SMTP reply, e.g. "450 4.2.1 try later" or "550 5.1.1 no such user"."""
     delay: float = 0
@@ -44,10 +47,10 @@ class Mailbox:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
         await asyncio.sleep(self.delay)
         content = envelope.original_content or b""
-        self.messages.append(message_from_bytes(content))
+        self.messages.append(BytesParser(policy=policy.default).parsebytes(content))
         return "250 Message accepted"
 
-    def to(self, address: str) -> list[Message]:
+    def to(self, address: str) -> list[EmailMessage]:
         return [message for message in self.messages if message["To"] == address]
 
 

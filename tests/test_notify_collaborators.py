@@ -246,7 +246,8 @@ def test_emails_carry_the_event_and_deterministic_headers(
     assert mail["From"] == SENDER
     assert mail["Message-ID"] == f"<{doc_id(message_id, 'u1')}@trips.example.test>"
     assert mail["List-Unsubscribe"] == "<https://trips.example.test/unsubscribe>"
-    assert "Dates moved to June" in mail.get_payload()
+    plain = mail.get_body(("plain",))
+    assert plain is not None and "Dates moved to June" in plain.get_content()
     assert smtp.mailbox.to("linus@example.test") == []
     assert len(smtp.mailbox.messages) == 2
     sent = entry(db, message_id, "u1")["delivery"]["email"]

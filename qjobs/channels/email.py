@@ -71,12 +71,19 @@ def deliverable_address(value: object) -> str | None:
 @dataclass(frozen=True)
 class Email:
     to: str
+    """One bare address (`deliverable_address`)."""
     subject: str
+    """One line: headers are built from it."""
     text: str
     message_id: str
+    html: str | None = None
+    """The same content as HTML, sent as the text's alternative, when there is one."""
 
 
 def build_message(email: Email, sender: str, unsubscribe_url: str | None) -> EmailMessage:
+    """The message as sent: `text/plain`, or `multipart/alternative` with the HTML part
+    last (the one a client prefers when it can show it). Both parts are quoted-printable
+    UTF-8, which any server relays, 8BITMIME or not."""
     message = EmailMessage()
     message["From"] = sender
     message["To"] = email.to
@@ -85,7 +92,9 @@ def build_message(email: Email, sender: str, unsubscribe_url: str | None) -> Ema
     message["Message-ID"] = email.message_id
     if unsubscribe_url:
         message["List-Unsubscribe"] = f"<{unsubscribe_url}>"
-    message.set_content(email.text)
+    message.set_content(email.text, cte="quoted-printable")
+    if email.html is not None:
+        message.add_alternative(email.html, subtype="html", cte="quoted-printable")
     return message
 
 
@@ -172,6 +181,8 @@ class EmailChannel:
     sender: str
     unsubscribe_url: str | None
     timeout: float
+    trip_url_template: str | None = None
+    """TRIP_URL_TEMPLATE: where an email links to, `{tripId}` replaced."""
 
     def send_all(self, emails: list[Email]) -> list[SendResult]:
         """One connection for all of them; one outcome per email, in order."""

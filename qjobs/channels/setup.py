@@ -20,7 +20,13 @@ class Channels:
         server, sender = settings.smtp_server, settings.email_from
         url, secret = settings.collaborator_webhook_url, settings.collaborator_webhook_secret
         return cls(
-            email=EmailChannel(server, sender, settings.email_unsubscribe_url, settings.smtp_timeout_seconds)
+            email=EmailChannel(
+                server,
+                sender,
+                settings.email_unsubscribe_url,
+                settings.smtp_timeout_seconds,
+                trip_url_template=settings.trip_url_template,
+            )
             if server and sender
             else None,
             webhook=WebhookChannel(url, secret, settings.webhook_timeout_seconds) if url and secret else None,

@@ -1,0 +1,210 @@
+"""The email a collaborator receives, read back from a real SMTP server and parsed part by
+part: what it says, that untrusted text stays text, and what it costs in Firestore."""
+
+import re
+from collections.abc import Iterator
+from email.message import EmailMessage
+from html.parser import HTMLParser
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+from google.cloud import firestore
+
+from qjobs.config import ConfigError, load_settings
+from qjobs.devtools.rpcs import counting_rpcs
+from tests.receivers import SmtpServer, start_smtp
+from tests.support import NOTIFY, AppFactory, Deliver, error_of, new_message_id
+
+SENDER = "Trips <notifications@trips.example.test>"
+TRIP_URLS = "https://app.example.test/trips/{tripId}"
+UNSUBSCRIBE = "https://app.example.test/settings/notifications"
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpServer]:
+    server = start_smtp()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def mail_client(make_client: AppFactory, db: firestore.Client, smtp: SmtpServer) -> FlaskClient:
+    db.collection("users").document("maya").set({"displayName": "Maya"})
+    db.collection("users").document("ada").set({"displayName": "Ada", "email": "ada@example.test"})
+    db.collection("trips").document("trip-1").set({"title": "Lisbon in June"})
+    return make_client(
+        SMTP_URL=smtp.url, EMAIL_FROM=SENDER, EMAIL_UNSUBSCRIBE_URL=UNSUBSCRIBE, TRIP_URL_TEMPLATE=TRIP_URLS
+    )
+
+
+def payload(**fields: Any) -> dict[str, Any]:
+    return {
+        "tripId": "trip-1",
+        "event": "trip_shared",
+        "collaboratorIds": ["maya", "ada"],
+        "actorId": "maya",
+        "message": "Pack light & bring <sunscreen>\nSee you at the airport",
+        **fields,
+    }
+
+
+class Page(HTMLParser):
+    """What a person sees of an HTML part (its text) and where its links go."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__()
+        self.text: list[str] = []
+        self.links: list[str] = []
+        self.in_body = False
+        self.feed(html)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.in_body = self.in_body or tag == "body"
+        self.links += [value or "" for name, value in attrs if tag == "a" and name == "href"]
+
+    def handle_data(self, data: str) -> None:
+        if self.in_body:
+            self.text.append(data)
+
+    def visible(self) -> str:
+        """The body's text, whitespace collapsed."""
+        return " ".join(" ".join(self.text).split())
+
+
+def parts(mail: EmailMessage) -> tuple[str, str]:
+    """The plain-text and the HTML part of a multipart/alternative message, decoded, with
+    the wire's CRLF line ends read as a mail client shows them."""
+    assert mail.get_content_type() == "multipart/alternative"
+    plain, html = mail.get_body(("plain",)), mail.get_body(("html",))
+    assert plain is not None and html is not None
+    return str(plain.get_content()).replace("\r\n", "\n"), str(html.get_content()).replace("\r\n", "\n")
+
+
+def without_links(text: str) -> str:
+    return re.sub(r"https?://\S+", "", text)
+
+
+def the_one_email(smtp: SmtpServer) -> EmailMessage:
+    (mail,) = smtp.mailbox.to("ada@example.test")
+    assert len(smtp.mailbox.messages) == 1
+    return mail
+
+
+def test_the_email_names_the_trip_and_who_acted_in_text_and_html(
+    deliver: Deliver, mail_client: FlaskClient, smtp: SmtpServer
+) -> None:
+    message_id = new_message_id()
+    response = deliver(NOTIFY, payload(), message_id=message_id, test_client=mail_client)
+    assert response.json is not None and response.json["email"] == {"sent": 1, "failed": 0, "skipped": 0}
+    mail = the_one_email(smtp)
+    assert mail["Subject"] == "Maya shared \u201cLisbon in June\u201d with you"
+    plain, html = parts(mail)
+
+    assert plain.startswith("Hi Ada,\n")
+    assert "Maya shared \u201cLisbon in June\u201d with you." in plain
+    assert "Pack light & bring <sunscreen>\nSee you at the airport" in plain
+    assert "https://app.example.test/trips/trip-1" in plain
+    assert "a collaborator on \u201cLisbon in June\u201d" in plain and UNSUBSCRIBE in plain
+
+    page = Page(html)
+    shown = page.visible()
+    assert shown.startswith("Hi Ada,")
+    assert "Maya shared \u201cLisbon in June\u201d with you." in shown
+    assert "Pack light & bring <sunscreen> See you at the airport" in shown
+    assert "a collaborator on \u201cLisbon in June\u201d" in shown
+    assert page.links == ["https://app.example.test/trips/trip-1", UNSUBSCRIBE]
+    assert "&lt;sunscreen&gt;" in html and "<sunscreen>" not in html
+
+    for readable in (without_links(plain), shown):
+        for internal in ("trip-1", "maya", "ada", message_id, "trip_shared", "None"):
+            assert internal not in readable
+
+
+def test_without_a_title_or_names_it_reads_well_and_names_no_one(
+    deliver: Deliver, mail_client: FlaskClient, smtp: SmtpServer, db: firestore.Client
+) -> None:
+    db.collection("trips").document("trip-1").delete()
+    db.collection("users").document("ada").set({"email": "ada@example.test"})
+    deliver(NOTIFY, payload(event="trip_updated", actorId=None), test_client=mail_client)
+    mail = the_one_email(smtp)
+    assert mail["Subject"] == "A trip was updated"
+    plain, html = parts(mail)
+    assert plain.startswith("Hi,\n") and "A trip was updated." in plain and "a collaborator on this trip" in plain
+    assert Page(html).visible().startswith("Hi, A trip was updated.")
+    assert "None" not in plain and "None" not in html
+
+
+def test_the_events_own_title_is_used_and_a_deleted_trip_has_no_link(
+    deliver: Deliver, mail_client: FlaskClient, smtp: SmtpServer
+) -> None:
+    """The producer knows the title when the event happens (a deleted trip's document may be
+    gone by then): the event's title wins over the trip document's."""
+    deliver(NOTIFY, payload(event="trip_deleted", tripTitle="  Porto weekend "), test_client=mail_client)
+    mail = the_one_email(smtp)
+    assert mail["Subject"] == "Maya deleted \u201cPorto weekend\u201d"
+    plain, html = parts(mail)
+    assert "trips/" not in plain and Page(html).links == [UNSUBSCRIBE]
+    assert "were a collaborator on \u201cPorto weekend\u201d" in plain
+
+
+def test_each_event_has_its_own_subject(deliver: Deliver, mail_client: FlaskClient, smtp: SmtpServer) -> None:
+    for event in ("trip_created", "collaborator_added", "collaborator_removed", "collaborator_role_changed"):
+        deliver(NOTIFY, payload(event=event), test_client=mail_client)
+    assert [str(mail["Subject"]) for mail in smtp.mailbox.messages] == [
+        "Maya created \u201cLisbon in June\u201d",
+        "Maya added a collaborator to \u201cLisbon in June\u201d",
+        "Maya removed a collaborator from \u201cLisbon in June\u201d",
+        "Maya changed a collaborator\u2019s role on \u201cLisbon in June\u201d",
+    ]
+
+
+def test_names_and_titles_from_documents_cannot_add_headers_or_markup(
+    deliver: Deliver, mail_client: FlaskClient, smtp: SmtpServer, db: firestore.Client
+) -> None:
+    """The app writes trips and users: a line break in a title or a name must not start a
+    header, and markup in them must arrive as text."""
+    db.collection("trips").document("trip-1").set({"title": "Lisbon\r\nBcc: eve@example.test"})
+    db.collection("users").document("maya").set({"displayName": "<b>Maya</b>\nX-Injected: yes"})
+    db.collection("users").document("ada").set(
+        {"displayName": "Ada\u2028<script>x()</script>", "email": "ada@example.test"}
+    )
+    response = deliver(NOTIFY, payload(event="trip_updated"), test_client=mail_client)
+    assert response.status_code == 200
+    mail = the_one_email(smtp)
+    assert mail["Bcc"] is None and mail["X-Injected"] is None
+    assert mail["Subject"] == "<b>Maya</b> X-Injected: yes updated \u201cLisbon Bcc: eve@example.test\u201d"
+    plain, html = parts(mail)
+    assert plain.startswith("Hi Ada <script>x()</script>,\n")
+    assert "<script>" not in html and "<b>" not in html and "&lt;script&gt;" in html
+    assert Page(html).visible().startswith("Hi Ada <script>x()</script>,")
+
+
+def test_a_title_with_a_line_break_in_the_payload_is_refused(
+    deliver: Deliver, mail_client: FlaskClient, smtp: SmtpServer, db: firestore.Client
+) -> None:
+    response = deliver(NOTIFY, payload(tripTitle="Lisbon\nBcc: eve@example.test"), test_client=mail_client)
+    assert error_of(response)[:2] == (489, "validation_failed")
+    assert response.json is not None
+    assert [(d["field"], d["code"]) for d in response.json["details"]] == [("tripTitle", "control_characters")]
+    assert smtp.mailbox.messages == [] and list(db.collection("notificationEvents").stream()) == []
+
+
+def test_the_trip_and_the_actor_come_with_the_users_in_the_same_read(
+    deliver: Deliver, mail_client: FlaskClient, smtp: SmtpServer
+) -> None:
+    """Their documents join the batched read of the users: no extra round trip."""
+    deliver(NOTIFY, payload(tripId="warm-up"), test_client=mail_client)
+    with counting_rpcs() as rpcs:
+        response = deliver(NOTIFY, payload(), test_client=mail_client)
+    assert response.json is not None and response.json["email"]["sent"] == 1
+    assert dict(rpcs.calls) == {"BatchGetDocuments": 2, "Commit": 2}
+    assert smtp.mailbox.messages[-1]["Subject"] == "Maya shared \u201cLisbon in June\u201d with you"
+
+
+@pytest.mark.parametrize(
+    "template", ["app.example.test/trips/{tripId}", "https://app.example.test/trips/", "https://a b/{tripId}"]
+)
+def test_a_trip_url_template_that_cannot_make_links_stops_start_up(template: str) -> None:
+    with pytest.raises(ConfigError, match="TRIP_URL_TEMPLATE"):
+        load_settings({"QSTASH_CURRENT_SIGNING_KEY": "sig_x", "TRIP_URL_TEMPLATE": template})
