@@ -186,17 +186,11 @@ def outage(plan: Plan, channels: Channels, emails_due: int) -> str:
 def deliver_emails(plan: Plan, channel: EmailChannel) -> list[Write]:
     """Send every pending email (those whose address went missing or bad since are
     skipped); the writes recording the outcomes."""
-    due = [recipient for recipient in plan.recipients if is_pending(recipient.email)]
-    sendable = [recipient for recipient in due if address_problem(recipient.user) is None]
-    sent = channel.deliver([(r.email, email_for(plan, r, channel)) for r in sendable])
-    states = {id(recipient): state for recipient, state in zip(sendable, sent, strict=True)}
+    due = [(recipient, address_problem(recipient.user)) for recipient in plan.recipients if is_pending(recipient.email)]
+    sent = iter(channel.deliver([(r.email, email_for(plan, r, channel)) for r, problem in due if problem is None]))
     writes = []
-    for recipient in due:
-        state = states.get(id(recipient)) or {
-            **recipient.email,
-            "status": "skipped",
-            "reason": address_problem(recipient.user),
-        }
+    for recipient, problem in due:
+        state = next(sent) if problem is None else {**recipient.email, "status": "skipped", "reason": problem}
         recipient.inbox = {**(recipient.inbox or {}), "delivery": {"email": state}}
         writes.append(Write(recipient.ref, {"delivery": {"email": state}}, merge=True))
     return writes
