@@ -376,6 +376,9 @@ def test_printing_data_has_a_json_form_wherever_it_prints_data(capsys: Capture) 
         (["send", NOTIFY, "--body", "/no/such/file.json"], "argument --body: not JSON and not a readable file"),
         (["send", NOTIFY, "--body", "{}", "--retried=-1"], "argument --retried: must be 0 or more, not '-1'"),
         (["send", NOTIFY, "--body", "{}", "--timeout=0"], "argument --timeout: must be a number of seconds above 0"),
+        (["dlq", "show", "1/../../v2/queues"], "argument DLQ_ID: '1/../../v2/queues' is not a safe id"),
+        (["dlq", "delete", "1?cursor=2"], "argument DLQ_ID: '1?cursor=2' is not a safe id"),
+        (["dlq", "replay", "1#x"], "argument DLQ_ID: '1#x' is not a safe id"),
     ],
     ids=lambda value: " ".join(value) if isinstance(value, list) else "",
 )

@@ -18,6 +18,7 @@ from qstash import QStash
 
 from qjobs.config import DEV_CURRENT_SIGNING_KEY
 from qjobs.firestore_client import BoundedClient, RpcBudget
+from qjobs.safe_id import is_safe_id
 
 DEFAULT_SERVICE = "http://127.0.0.1:8080"
 DEFAULT_QSTASH = "https://qstash.upstash.io"
@@ -217,3 +218,14 @@ def time_text(value: datetime) -> str:
 def fail(message: str) -> int:
     print(f"qjobs: error: {message}", file=sys.stderr)
     return 1
+
+
+def safe_id(value: str) -> str:
+    """An argparse `type` for an id that goes into a document or URL path: a safe id.
+    Anything else can be no such id (and `/`, `?` or `#` would address another resource),
+    so it is refused as bad usage rather than looked up."""
+    if not is_safe_id(value):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a safe id (1-128 letters, digits or _ - . : @, not starting with '.')"
+        )
+    return value

@@ -25,6 +25,7 @@ from qjobs.cli.common import (
     print_fields,
     print_json,
     print_table,
+    safe_id,
 )
 
 OWN_HEADERS = ("content-type", "upstash-")
@@ -73,7 +74,7 @@ def add_parser(commands: Commands) -> None:
         ("delete", "remove it from the dead-letter queue", DELETE_DESCRIPTION, run_delete),
     ):
         command = add_command(verbs, verb, help_text, description)
-        command.add_argument("dlq_id", metavar="DLQ_ID")
+        command.add_argument("dlq_id", metavar="DLQ_ID", type=safe_id)
         command.add_argument("--json", action="store_true", help="print the answer as JSON")
         command.set_defaults(run=run)
 

@@ -18,8 +18,7 @@ from typing import Any
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from qjobs.cli.common import CliError, Commands, Environment, add_command, print_json
-from qjobs.safe_id import is_safe_id
+from qjobs.cli.common import CliError, Commands, Environment, add_command, print_json, safe_id
 from qjobs.trip_events import EVENTS_COLLECTION, Refs
 
 PAGE = 200
@@ -35,20 +34,10 @@ REMOVED = {
 
 def add_parser(commands: Commands) -> None:
     parser = add_command(commands, "erase-user", "erase a user's data (a privacy request)", __doc__ or "")
-    parser.add_argument("user_id", metavar="USER_ID", type=user_id)
+    parser.add_argument("user_id", metavar="USER_ID", type=safe_id)
     parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     parser.add_argument("--json", action="store_true", help="print what was removed as JSON")
     parser.set_defaults(run=run)
-
-
-def user_id(value: str) -> str:
-    """An argparse `type`: a safe id. Anything else can be no user's id, and is refused
-    rather than answered "nothing to erase"."""
-    if not is_safe_id(value):
-        raise argparse.ArgumentTypeError(
-            f"{value!r} is not a safe id (1-128 letters, digits or _ - . : @, not starting with '.')"
-        )
-    return value
 
 
 def run(args: argparse.Namespace, env: Environment) -> int:
