@@ -1,7 +1,8 @@
 """Registers the shared fixtures (they live in tests/support.py, with the helpers), marks
-the tests that need the Firestore emulator, keeps each test's environment to itself, and
-chooses the property tests' profile."""
+the tests that need the Firestore emulator, keeps each test's environment and logging to
+itself, and chooses the property tests' profile."""
 
+import logging
 import os
 from collections.abc import Iterator
 
@@ -35,3 +36,15 @@ def isolated_environment() -> Iterator[None]:
     yield
     os.environ.clear()
     os.environ.update(saved)
+
+
+@pytest.fixture(autouse=True)
+def isolated_logging() -> Iterator[None]:
+    """An app a test builds routes the root logger to the stream of that moment, which may be
+    the test's own captured output (capsys), closed when the test ends: a later test's log
+    record would then print "Logging error" into whatever that test reads."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)

@@ -15,6 +15,7 @@ from google.cloud import firestore
 from standardwebhooks import Webhook
 
 from handlers import notify_collaborators
+from qjobs.channels import email
 from qjobs.devtools.emulator import free_port
 from qjobs.trip_events import doc_id, make_plan
 from tests.receivers import SmtpServer, WebhookReceiver, start_smtp
@@ -545,3 +546,52 @@ def test_two_messages_of_one_event_at_once_send_one_email_each_and_one_webhook(
     assert len(inbox(db, "u1")) == len(inbox(db, "u2")) == 1
     event = db.collection("notificationEvents").document(doc_id(key)).get()
     assert event.get("deliveringBy") is None
+
+
+# ---------------------------------------------------------------- retries of one's own hold
+
+
+def test_a_retry_is_not_held_up_by_its_own_delivery_hold(
+    deliver: Deliver,
+    mail_client: FlaskClient,
+    smtp: SmtpServer,
+    db: firestore.Client,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A fault while sending (a bug, not a refusal) leaves this message holding the event's
+    deliveries until its lease would have ended; its own retry must deliver, not wait out
+    that hold with 409 and spend QStash's retries."""
+    send = email.Mailer.send
+    calls = itertools.count()
+
+    def failing_once(self: email.Mailer, message: email.Email) -> Any:
+        if next(calls) == 0:
+            raise RuntimeError("a fault in the mailer")
+        return send(self, message)
+
+    monkeypatch.setattr(email.Mailer, "send", failing_once)
+    message_id = new_message_id()
+    first = deliver(NOTIFY, payload(), message_id=message_id, test_client=mail_client)
+    assert error_of(first)[:2] == (500, "job_failed")
+    held = db.collection("notificationEvents").document(doc_id(message_id)).get().get("deliveringBy")
+    assert held["messageId"] == message_id, "the fault left this message's hold in place"
+    retry = deliver(NOTIFY, payload(), message_id=message_id, retried=1, test_client=mail_client)
+    assert retry.status_code == 200, retry.json
+    assert retry.json is not None and retry.json["email"]["sent"] == 2
+    assert len(smtp.mailbox.to("ada@example.test")) == len(smtp.mailbox.to("grace@example.test")) == 1
+
+
+@pytest.mark.parametrize("status", [408, 425, 429, 500, 503])
+def test_a_receiver_asking_to_come_back_later_is_retried_not_failed_for_good(
+    deliver: Deliver, make_client: AppFactory, db: firestore.Client, receiver: WebhookReceiver, status: int
+) -> None:
+    receiver.status = status
+    client = make_client(COLLABORATOR_WEBHOOK_URL=receiver.url, COLLABORATOR_WEBHOOK_SECRET=WEBHOOK_SECRET)
+    message_id = new_message_id()
+    first = deliver(NOTIFY, payload(), message_id=message_id, test_client=client)
+    assert error_of(first)[:2] == (500, "job_failed")
+    event = db.collection("notificationEvents").document(doc_id(message_id)).get().to_dict() or {}
+    assert event["webhook"]["status"] == "pending"
+    receiver.status = 204
+    retry = deliver(NOTIFY, payload(), message_id=message_id, retried=1, test_client=client)
+    assert retry.json is not None and retry.json["webhook"] == "sent" and len(receiver.received) == 2
