@@ -2,11 +2,14 @@
 rows that run a job are tested with each job and in tests/test_delivery.py)."""
 
 import json
+import sys
+import time
 
 import pytest
 from flask.testing import FlaskClient
 from google.cloud import firestore
 
+from qjobs.devtools.emulator import free_port
 from tests.support import NOTIFY, NOTIFY_PAYLOAD, AppFactory, Deliver, encode, error_of, new_message_id, qstash_headers
 
 
@@ -118,3 +121,126 @@ def test_an_ascii_upstash_retried_is_read(client: FlaskClient, db: firestore.Cli
     headers = {**qstash_headers(NOTIFY, body, message_id=message_id), "Upstash-Retried": "03"}
     assert client.post(NOTIFY, data=body, headers=headers).status_code == 200
     assert db.collection("jobs").document(message_id).get().get("retried") == 3
+
+
+# ---------------------------------------------------------------- the order of the checks
+
+BIG = b"x" * 1001
+"""Over the 1000-byte cap of the client below, and not JSON."""
+
+ORDER = {
+    # name: (method, path, body, headers, answer expected): each request fails the named
+    # check and every later one; the earlier check must be the one that answers.
+    "route before method": ("PUT", "/nope", BIG, {}, (404, "not_found")),
+    "method before body cap": ("PUT", NOTIFY, BIG, {}, (405, "method_not_allowed")),
+    "body cap before signature": ("POST", NOTIFY, BIG, {"Upstash-Message-Id": "a/b"}, (489, "payload_too_large")),
+    "a signature before the message id": (
+        "POST",
+        NOTIFY,
+        b"not json",
+        {"Upstash-Message-Id": "a/b"},
+        (401, "missing_signature"),
+    ),
+    "signature before the message id": ("POST", NOTIFY, b"not json", "forged", (401, "invalid_signature")),
+    "message id before the body": ("POST", NOTIFY, b"not json", "unsafe id", (489, "missing_message_id")),
+}
+
+
+def ordered_request(body: bytes, headers: object) -> dict[str, str]:
+    if headers == "forged":
+        return {**qstash_headers(NOTIFY, body, key="sig_notTheServicesKey00000000000"), "Upstash-Message-Id": "a/b"}
+    if headers == "unsafe id":
+        return {**qstash_headers(NOTIFY, body), "Upstash-Message-Id": "a/b"}
+    assert isinstance(headers, dict)
+    return headers
+
+
+def one_error_shape(body: object) -> bool:
+    """`{"error", "message"}`, plus `details` only when there are any."""
+    assert isinstance(body, dict)
+    return set(body) in ({"error", "message"}, {"error", "message", "details"}) and body.get("details", [1]) != []
+
+
+@pytest.mark.parametrize("case", ORDER, ids=list(ORDER))
+def test_each_check_answers_before_every_later_one(make_client: AppFactory, db: firestore.Client, case: str) -> None:
+    """README "Answers": checks run in the table's order, so a request that fails several
+    checks gets the first one's answer (and nothing is written)."""
+    method, path, body, headers, expected = ORDER[case]
+    client = make_client(MAX_BODY_BYTES="1000")
+    response = client.open(path, method=method, data=body, headers=ordered_request(body, headers))
+    assert error_of(response)[:2] == expected
+    assert one_error_shape(response.json)
+    assert collections_of(db) == []
+
+
+def test_the_schema_is_checked_before_the_ledger(deliver: Deliver, db: firestore.Client) -> None:
+    """A known message id with another body that also breaks the schema is the schema's
+    `489 validation_failed`, not the ledger's `message_id_reused`; the entry is untouched."""
+    message_id = new_message_id()
+    assert deliver(NOTIFY, NOTIFY_PAYLOAD, message_id=message_id).status_code == 200
+    entry = db.collection("jobs").document(message_id)
+    written = entry.get().update_time
+    response = deliver(NOTIFY, {**NOTIFY_PAYLOAD, "event": "trip_exploded"}, message_id=message_id)
+    assert error_of(response)[:2] == (489, "validation_failed")
+    assert entry.get().update_time == written
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "expected"),
+    [
+        ("PUT", "/nope", (404, "not_found")),
+        ("PUT", NOTIFY, (405, "method_not_allowed")),
+        ("POST", NOTIFY, (503, "shutting_down")),
+    ],
+)
+def test_after_sigterm_a_delivery_is_turned_away_right_after_its_route(
+    make_client: AppFactory, db: firestore.Client, method: str, path: str, expected: tuple[int, str]
+) -> None:
+    """During the drain a delivery is answered `503` at once: before its body is read or
+    its signature checked (here it is oversized and unsigned), though after its route."""
+    client = make_client(MAX_BODY_BYTES="1000")
+    sys.modules["main"].jobs.pipeline.shutdown.begin()
+    response = client.open(path, method=method, data=BIG)
+    assert error_of(response)[:2] == expected
+    if expected[0] == 503:
+        assert response.headers["Retry-After"] == "1"
+    assert collections_of(db) == []
+
+
+# ---------------------------------------------------------------- the body cap, exactly
+
+
+def test_a_body_of_exactly_the_cap_is_read_and_one_byte_more_is_refused(
+    make_client: AppFactory, db: firestore.Client
+) -> None:
+    """`MAX_BODY_BYTES` is the largest body accepted: one of that size runs the job."""
+    client = make_client(MAX_BODY_BYTES="1000")
+    fitting = json.dumps(NOTIFY_PAYLOAD).encode().ljust(1000)
+    assert len(fitting) == 1000
+    accepted = client.post(NOTIFY, data=fitting, headers=qstash_headers(NOTIFY, fitting))
+    assert accepted.status_code == 200, accepted.json
+    over = fitting + b" "
+    refused = client.post(NOTIFY, data=over, headers=qstash_headers(NOTIFY, over))
+    assert error_of(refused)[:2] == (489, "payload_too_large")
+
+
+# ---------------------------------------------------------------- health
+
+
+def test_health_needs_neither_firestore_nor_a_signature(make_client: AppFactory) -> None:
+    """Nothing at start-up or in `/health` opens a connection to Firestore: with no
+    Firestore to reach, the app builds and answers health checks at once."""
+    client = make_client(FIRESTORE_EMULATOR_HOST=f"127.0.0.1:{free_port()}", FIRESTORE_TIMEOUT_SECONDS="3")
+    started = time.monotonic()
+    for method in ("GET", "HEAD"):
+        assert client.open("/health", method=method).status_code == 200
+    assert time.monotonic() - started < 1
+
+
+@pytest.mark.parametrize("message_id", ["x" * 128, "msg_Az-09.x:y@z", "__partly__reserved", "a.", "-"])
+def test_every_safe_id_is_accepted_as_a_message_id(deliver: Deliver, db: firestore.Client, message_id: str) -> None:
+    """The other side of the safe-id rule: up to 128 of `A-Z a-z 0-9 _ - . : @`, anywhere
+    but a leading `.`, and `__x__` only as the whole id."""
+    response = deliver(NOTIFY, NOTIFY_PAYLOAD, message_id=message_id)
+    assert response.status_code == 200, response.json
+    assert db.collection("jobs").document(message_id).get().get("status") == "succeeded"

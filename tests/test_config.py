@@ -4,9 +4,10 @@ import subprocess
 import sys
 
 import pytest
+from google.cloud import firestore
 
 from qjobs.config import DEV_SIGNING_KEYS, ConfigError, load_settings
-from tests.support import CURRENT_KEY, MAIN, ROOT, AppFactory
+from tests.support import CURRENT_KEY, MAIN, NOTIFY, NOTIFY_PAYLOAD, ROOT, AppFactory, encode, qstash_headers
 
 DEV_KEY = sorted(DEV_SIGNING_KEYS)[0]
 CLOUD_RUN = {"K_SERVICE": "jobs", "PUBLIC_BASE_URL": "https://jobs-abc-uc.a.run.app"}
@@ -105,3 +106,42 @@ def test_the_server_refuses_to_start_on_cloud_run_with_dev_keys(service_env: dic
     assert len(finished.stderr.strip().splitlines()) == 1
     assert finished.stderr.startswith("qjobs: invalid configuration:")
     assert "development signing key" in finished.stderr
+
+
+def test_every_default_the_readme_states() -> None:
+    settings = load_settings({"QSTASH_CURRENT_SIGNING_KEY": CURRENT_KEY})
+    assert settings.next_signing_key is None and settings.region_keys == {}
+    assert settings.public_base_url is None and settings.allow_dev_signing_keys is False
+    assert (settings.token_collection, settings.dead_letter_retention_days) == ("jobTokens", 30)
+    assert (settings.firestore_timeout_seconds, settings.shutdown_grace_seconds) == (10, 7)
+    assert (settings.log_level, settings.memory_sync_page_size) == ("INFO", 200)
+    assert (settings.smtp_timeout_seconds, settings.webhook_timeout_seconds) == (10, 10)
+    assert settings.smtp_server is None and settings.webhook_enabled is False and settings.trip_url_template is None
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({"COLLABORATOR_WEBHOOK_URL": "https://hooks.example.test/trips"}, "COLLABORATOR_WEBHOOK_SECRET go together"),
+        ({"COLLABORATOR_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}, "COLLABORATOR_WEBHOOK_URL and"),
+        ({"MEMORY_SYNC_PAGE_SIZE": "0"}, "MEMORY_SYNC_PAGE_SIZE"),
+        ({"MEMORY_SYNC_PAGE_SIZE": "201"}, "MEMORY_SYNC_PAGE_SIZE"),
+    ],
+    ids=["webhook-url-alone", "webhook-secret-alone", "page-size-0", "page-size-201"],
+)
+def test_a_channel_half_configured_or_a_page_size_out_of_range_stops_start_up(
+    environ: dict[str, str], named: str
+) -> None:
+    assert named in error_for({"QSTASH_CURRENT_SIGNING_KEY": CURRENT_KEY, **environ})
+
+
+def test_the_ledger_and_token_collections_are_the_configured_ones(
+    make_client: AppFactory, db: firestore.Client
+) -> None:
+    client = make_client(LEDGER_COLLECTION="ledger-2", TOKEN_COLLECTION="tokens-2")
+    body = encode(NOTIFY_PAYLOAD)
+    headers = qstash_headers(NOTIFY, body)
+    assert client.post(NOTIFY, data=body, headers=headers).status_code == 200
+    entry = db.collection("ledger-2").document(headers["Upstash-Message-Id"]).get()
+    assert entry.get("status") == "succeeded" and len(list(db.collection("tokens-2").stream())) == 1
+    assert {"jobs", "jobTokens"}.isdisjoint(collection.id for collection in db.collections())

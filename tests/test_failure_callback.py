@@ -108,3 +108,29 @@ def test_a_body_that_is_not_a_report_is_489(
     assert error_of(response)[:2] == (489, "validation_failed")
     assert field in [detail["field"] for detail in (response.json or {})["details"]]
     assert list(db.collection("deadLetters").stream()) == []
+
+
+def test_the_answer_kept_is_the_first_500_characters(deliver: Deliver, db: firestore.Client) -> None:
+    """Characters, not bytes: an answer in a script of two-byte characters keeps 500 of them."""
+    answer = "é" * 499 + "→ and the rest is cut"
+    assert deliver(FAILED, report(body=base64.b64encode(answer.encode()).decode())).status_code == 200
+    assert record(db)["answer"] == answer[:500]
+
+
+def test_the_record_holds_the_fields_the_readme_lists_and_no_other(deliver: Deliver, db: firestore.Client) -> None:
+    assert deliver(FAILED, report()).status_code == 200
+    kept = record(db)
+    assert set(kept) == {
+        "job",
+        "url",
+        "dlqId",
+        "status",
+        "answer",
+        "retried",
+        "maxRetries",
+        "publishedAt",
+        "reportedAt",
+        "callbackMessageId",
+        "expireAt",
+    }
+    assert kept["url"] == PUBLIC_BASE_URL + "/api/jobs/memory-sync"

@@ -61,3 +61,15 @@ def test_firestore_unreachable_is_a_500_within_seconds(make_client: AppFactory, 
     assert error_of(response)[:2] == (500, "job_failed")
     assert elapsed < 10, f"took {elapsed:.1f}s"
     assert list(db.collections()) == []
+
+
+def test_the_trace_is_also_taken_from_traceparent(
+    make_client: AppFactory, db: firestore.Client, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """W3C `traceparent` (what other hosts and OpenTelemetry send) names the trace as well."""
+    client = make_client(GOOGLE_CLOUD_PROJECT="test-project")
+    body = encode(NOTIFY_PAYLOAD)
+    headers = {**qstash_headers(NOTIFY, body), "traceparent": f"00-{TRACE_ID}-00f067aa0ba902b7-01"}
+    assert client.post(NOTIFY, data=body, headers=headers).status_code == 200
+    (line,) = delivery_log_lines(capsys.readouterr().out)
+    assert line["logging.googleapis.com/trace"] == f"projects/test-project/traces/{TRACE_ID}"

@@ -281,3 +281,17 @@ def test_a_token_record_lives_until_the_token_expires_plus_the_leeway(
     assert client.post(NOTIFY, data=body, headers=headers).status_code == 200
     (record,) = [doc.to_dict() or {} for doc in db.collection("jobTokens").stream()]
     assert record["expireAt"] == datetime.fromtimestamp(expires + 30, UTC), "exp + QSTASH_CLOCK_TOLERANCE_SECONDS"
+
+
+def test_during_a_key_rotation_a_delivery_signed_with_either_key_runs(make_client: AppFactory, db: object) -> None:
+    """Through the app: the next key (and a region's next key) opens a delivery as the
+    current one does, so rotating keys on QStash's side never rejects one."""
+    client = make_client(
+        EU_CENTRAL_1_QSTASH_CURRENT_SIGNING_KEY="sig_euCurrentKey000000000000000",
+        EU_CENTRAL_1_QSTASH_NEXT_SIGNING_KEY="sig_euNextKey000000000000000000",
+    )
+    body = encode(NOTIFY_PAYLOAD)
+    for key, region in ((CURRENT_KEY, None), (NEXT_KEY, None), ("sig_euNextKey000000000000000000", "eu-central-1")):
+        headers = {**qstash_headers(NOTIFY, body, key=key), **({"upstash-region": region} if region else {})}
+        response = client.post(NOTIFY, data=body, headers=headers)
+        assert response.status_code == 200, (key, response.json)
