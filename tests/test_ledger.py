@@ -4,11 +4,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from google.api_core import exceptions
 from google.cloud import firestore
+from google.cloud.firestore_v1.transaction import Transaction
 
-from qjobs.claim import Claimed, claim_and_step
+from qjobs.claim import Claimed, Failed, Finished, claim_and_step
 from qjobs.firestore_client import RpcBudget
-from qjobs.jobs import Proceed, Write
+from qjobs.jobs import Done, Proceed, Write
 from qjobs.ledger import (
     AlreadyRejected,
     AlreadySucceeded,
@@ -236,3 +238,68 @@ def test_a_page_renews_the_lease(ledger: Ledger, db: firestore.Client, clock: Cl
         take(ledger, delivery(jti="jti-2", retried=1))
     assert caught.value.retry_after_seconds == 10
     assert entry(db)["leaseExpiresAt"] == datetime(2026, 1, 1, 0, 1, 50, tzinfo=UTC)
+
+
+def writing(db: firestore.Client, count: int) -> Any:
+    """A step that is done, with `count` writes of its own."""
+    return lambda reads, attempt: Done(
+        [Write(db.collection("things").document(str(n)), {"n": n}) for n in range(count)], {"count": count}
+    )
+
+
+def test_a_step_done_in_the_transaction_commits_at_most_498_writes(ledger: Ledger, db: firestore.Client) -> None:
+    """The entry and the token share the commit: 498 of the job's own writes fit Firestore's
+    500, and one more fails the attempt (recorded `failed`) with none of them applied."""
+    fits = claim_and_step(ledger, delivery(), [], writing(db, 498))
+    assert isinstance(fits, Finished) and fits.result == {"count": 498}
+    assert len(list(db.collection("things").select([]).stream())) == 498
+    over = claim_and_step(ledger, delivery(message_id="msg_2", jti="jti-2"), [], writing(db, 499))
+    assert isinstance(over, Failed) and entry(db, "msg_2")["status"] == "failed"
+    assert entry(db, "msg_2")["lastError"]["code"] == "job_failed"
+    assert len(list(db.collection("things").select([]).stream())) == 498
+
+
+def test_a_page_under_a_claim_commits_at_most_499_writes(ledger: Ledger, db: firestore.Client) -> None:
+    """A fenced page shares its commit with the entry's update only."""
+    claim = take(ledger, delivery())
+    ledger.commit_page(claim, [Write(db.collection("things").document(str(n)), {"n": n}) for n in range(499)])
+    assert len(list(db.collection("things").select([]).stream())) == 499
+
+
+def always_aborted(transaction: Transaction) -> Any:
+    """Every commit loses to a lock another transaction holds, as the server ends it."""
+    client = transaction._client
+    client._firestore_api.rollback(request={"database": client._database_string, "transaction": transaction._id})
+    raise exceptions.Aborted("Transaction lock timeout")  # type: ignore[no-untyped-call]
+
+
+def test_the_deciding_transaction_is_tried_three_times_then_answers_in_progress(
+    ledger: Ledger, db: firestore.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tries = []
+
+    def step(reads: Any, attempt: Any) -> Done:
+        tries.append(attempt)
+        return Done([], {})
+
+    monkeypatch.setattr(Transaction, "_commit", always_aborted)
+    with pytest.raises(InProgress) as caught:
+        claim_and_step(ledger, delivery(), [], step)
+    assert len(tries) == 3 and caught.value.retry_after_seconds == 2
+    assert entry(db) == {}
+
+
+def test_a_page_transaction_is_tried_five_times_then_fails(
+    ledger: Ledger, db: firestore.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    claim = take(ledger, delivery())
+    tries = []
+
+    def page(reads: Any) -> tuple[list[Write], None]:
+        tries.append(1)
+        return [Write(db.collection("things").document("page"), {"n": 1})], None
+
+    monkeypatch.setattr(Transaction, "_commit", always_aborted)
+    with pytest.raises(exceptions.Aborted):
+        ledger.transact_page(claim, page)
+    assert len(tries) == 5 and not db.collection("things").document("page").get().exists

@@ -168,3 +168,18 @@ def test_a_memory_sync_of_ten_new_messages_is_four_round_trips_and_one_per_categ
     base = re.fullmatch(r"(\d+) \+ 1 per category they touch", documented_round_trips("memory-sync, 10 new messages"))
     assert base is not None and sum(calls.values()) == int(base.group(1)) + len(categories)
     assert calls == {"BatchGetDocuments": 2, "RunQuery": 1 + len(categories), "Commit": 1}
+
+
+@pytest.mark.parametrize(("recipients", "reads"), [(RECIPIENTS, 2), (RECIPIENTS[:2], 4)], ids=["same", "others"])
+def test_more_reads_in_the_transaction_only_for_a_replay_naming_other_recipients(
+    deliver: Deliver, client: FlaskClient, rpcs: RpcLog, recipients: list[str], reads: int
+) -> None:
+    """docs/architecture.md: the transaction reads again only when what its first read found
+    names more documents: a stored event whose recipients the payload did not list (their
+    user documents, then their inbox entries)."""
+    key = f"trip-1:replayed:{len(recipients)}"
+    assert deliver(NOTIFY, {**notify_payload(), "idempotencyKey": key}).status_code == 200
+    replay = {**notify_payload(), "idempotencyKey": key, "collaboratorIds": recipients}
+    response, calls = counted(rpcs, lambda: deliver(NOTIFY, replay))
+    assert response.json is not None and response.json["notified"] == len(RECIPIENTS)
+    assert calls == {"BatchGetDocuments": reads, "Commit": 1}, calls

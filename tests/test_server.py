@@ -249,3 +249,20 @@ def test_a_body_far_over_the_cap_does_not_grow_the_worker_on_any_path(
     assert {path: answer.status_code for path, answer in elsewhere.items()} == {"/nope": 404, "/health": 405}
     assert growth_kib < 16 * 1024, f"worker grew by {growth_kib} KiB"
     assert os.path.exists(f"/proc/{worker}")
+
+
+def test_a_chunked_body_of_exactly_the_cap_is_read_and_one_byte_more_is_refused(
+    service_env: dict[str, str], db: firestore.Client, servers: list[Server], tmp_path: Path
+) -> None:
+    """Without a `Content-Length` the cap is found by reading: a chunked body of exactly
+    `MAX_BODY_BYTES` runs the job, and one byte more is over it, not cut to fit."""
+    server = start_server({**service_env, "MAX_BODY_BYTES": "4096"}, tmp_path / "chunked.log")
+    servers.append(server)
+    fitting = json.dumps(NOTIFY_PAYLOAD).encode().ljust(4096)
+    for body, expected in ((fitting, 200), (fitting + b" ", 489)):
+        headers = qstash_headers(NOTIFY, body, base_url=server.url)
+        pieces = iter([body[:1000], body[1000:]])
+        answer = requests.post(server.url + NOTIFY, data=pieces, headers=headers, timeout=60)
+        assert answer.status_code == expected, answer.text
+        assert "Content-Length" not in answer.request.headers
+    assert answer.json()["error"] == "payload_too_large"
