@@ -35,6 +35,8 @@ from qjobs.jobs import (
     StepContext,
     Write,
 )
+from qjobs.memory.derived import Touched
+from qjobs.memory.holders import SELF
 from qjobs.memory.pages import MEMORY_WRITE_BUDGET, Page, Sync, build_page, continuable
 from qjobs.safe_id import SafeId
 
@@ -121,17 +123,22 @@ def check_conversation(run: Sync, conversation: Data | None) -> None:
 # ---------------------------------------------------------------- full: forget, then replay
 
 
-def forget_conversation(run: Sync, ctx: JobContext) -> set[str]:
-    """Remove the conversation's memories and summary; the categories its statements
-    touched are re-derived by the replay's first page, so that a preference this
+def forget_conversation(run: Sync, ctx: JobContext) -> Touched:
+    """Remove the conversation's memories and summary; the (holder, category) pairs its
+    statements touched are re-derived by the replay's first page, so that a preference this
     conversation still states is not deleted and written again."""
     query = run.user.collection("memories").where(filter=FieldFilter("conversationId", "==", run.conversation_id))
     memories = list(query.stream(**ctx.rpc))
-    categories = {str(doc.get("category")) for doc in memories if (doc.to_dict() or {}).get("kind") == "preference"}
+    statements = [doc.to_dict() or {} for doc in memories]
+    touched = {
+        (str(data.get("holder") or SELF), str(data.get("category")))
+        for data in statements
+        if data.get("kind") == "preference"
+    }
     refs = [run.summary, *(doc.reference for doc in memories)]
     for start in range(0, len(refs), MEMORY_WRITE_BUDGET):
         ctx.commit_page([Write(ref, None) for ref in refs[start : start + MEMORY_WRITE_BUDGET]])
-    return categories
+    return touched
 
 
 def sync_of(payload: MemorySyncPayload, ctx: ReadContext | StepContext | JobContext) -> Sync:

@@ -103,7 +103,10 @@ def test_mentions_that_state_nothing_about_the_user(text: str) -> None:
             "I'm vegan and I fly out of Boston Logan (BOS).",
             [("dietary", "add", "vegan", "stated"), ("homeAirport", "set", "BOS", "stated")],
         ),
-        ("My husband is coeliac, so find us a gluten-free place.", [("dietary", "add", "gluten_free", "stated")]),
+        (
+            "My husband is coeliac, so find us a gluten-free place.",
+            [("dietary", "add", "gluten_free", "stated"), ("dietary", "add", "gluten_free", "choice")],
+        ),
         ("Find me a vegetarian restaurant", [("dietary", "add", "vegetarian", "choice")]),
         ("Can you find me a reasonably priced place to eat?", [("budget", "set", {"level": "mid_range"}, "choice")]),
         ("Can you find me a house to stay in?", [("accommodation", "set", "apartment", "choice")]),

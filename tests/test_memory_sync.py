@@ -347,17 +347,16 @@ def test_a_full_sync_after_an_edited_message_drops_what_the_conversation_no_long
 
 
 def test_an_unchanged_preference_is_not_rewritten(deliver: Deliver, paged: FlaskClient, db: firestore.Client) -> None:
-    """A choice never overrides a stated preference, so the seat stays `window`: nothing is
-    written, and `updatedAt` keeps the time the value last changed."""
+    """A full sync re-derives every category the conversation states; where the result is
+    what is stored, nothing is written, and `updatedAt` keeps the time the value last changed."""
     conversation = Conversation(db, "u-same")
-    conversation.append([("user", "I prefer a window seat.")])
+    conversation.append([("user", "I prefer a window seat."), ("user", "Book me an aisle seat.")])
     assert sync(deliver, paged, conversation, "incremental").status_code == 200
     seat = db.collection("users/u-same/preferences").document("seat")
     written = seat.get()
-    conversation.append([("user", "Book me an aisle seat.")])
-    response = sync(deliver, paged, conversation, "incremental")
+    assert written.get("value") == "window" and written.get("recentChoice")["value"] == "aisle"
+    response = sync(deliver, paged, conversation, "full")
     assert response.status_code == 200 and response.json is not None
-    assert response.json["processedMessages"] == 1 and response.json["preferencesUpdated"] == 0
+    assert response.json["processedMessages"] == 2 and response.json["preferencesUpdated"] == 0
     again = seat.get()
-    assert again.get("value") == "window" and again.get("updatedAt") == written.get("updatedAt")
-    assert again.update_time == written.update_time
+    assert again.get("updatedAt") == written.get("updatedAt") and again.update_time == written.update_time

@@ -106,7 +106,8 @@ VERB = re.compile(
 Economy.", "Premium economy, please."), which in a user's message is a choice."""
 HABIT = re.compile(
     r"\b(?:always|usually|generally|normally|typically|tend to|every time|whenever|as a rule|by default|never"
-    r"|all the time)\b|(?<!would )(?<!'d )\b(?:prefer|prefers|love|loves|like|likes|enjoy|enjoys|adore|hate|hates"
+    r"|all the time|from now on|going forward|from here on(?: in| out)?|(?:in|for the) future|on every (?:trip|flight)"
+    r"|never again)\b|(?<!would )(?<!'d )\b(?:prefer|prefers|love|loves|like|likes|enjoy|enjoys|adore|hate|hates"
     r"|dislike|dislikes|can'?t stand)\b"
     r"(?! (?:to|if) (?:find|book|get|search|look|make|reserve|buy|purchase|rent|see)\b)"
 )
@@ -124,7 +125,8 @@ TOLERANCE = re.compile(
     r"\b(?:don'?t mind|do not mind|fine with|ok(?:ay)? with|happy with|no problem with|(?:are|is) fine)\b"
 )
 AVERSION = re.compile(
-    r"\b(?:no|avoid|avoiding|hate|without|skip|never|don'?t want|do not want|dislike|rather not|not|minimi[sz]e)\b"
+    r"\b(?:no|avoid|avoids|avoiding|hate|hates|without|skip|never|don'?t want|do not want|doesn'?t want|dislike"
+    r"|dislikes|rather not|not|minimi[sz]e)\b"
 )
 IDENTITY = re.compile(
     r"\b(?:i'?m|i am|we'?re|we are|(?:my|our) \w+(?: \w+)? (?:is|are)|(?:i|we) (?:only |mostly |strictly )?eat"

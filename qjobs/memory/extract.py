@@ -21,6 +21,7 @@ from typing import Any, Literal, Protocol
 
 from qjobs.memory.clauses import AVERSION, DISLIKE, LIKING, TOLERANCE, Clause, clauses, split_sentences
 from qjobs.memory.finders import FINDERS, Mention
+from qjobs.memory.holders import SELF, holder_of
 from qjobs.memory.vocabulary import CATEGORIES, LIST_CATEGORIES, RULES, SCALAR_CATEGORIES, Rule
 
 __all__ = [
@@ -47,6 +48,9 @@ class Statement:
     confidence: float
     text: str
     basis: Basis = "stated"
+    holder: str = SELF
+    """Whose preference: "self" (the user, or "we"), a relation as the user named it
+    ("partner", "son", "friend"), or "unknown" (holders.py)."""
 
 
 class Extractor(Protocol):
@@ -91,15 +95,19 @@ def statements_of(clause: Clause, mentions: list[Mention]) -> list[Statement]:
     for a scalar category ("we prefer apartments over hotels" is about apartments)."""
     left_open = open_categories(clause, mentions)
     statements: list[Statement] = []
-    said: set[str] = set()
+    said: set[tuple[str, str]] = set()
+    offset = max(clause.sentence.find(clause.text), 0)
     for mention in mentions:
-        if mention.category in left_open or mention.category in said & SCALAR_CATEGORIES:
+        holder = holder_of(clause.message, clause.sentence.lower(), offset + mention.start, offset + mention.end)
+        if mention.category in left_open or (holder, mention.category) in said:
             continue
         decided = decide(clause, mention)
         if decided is not None:
             op, basis, value = decided
-            statements.append(Statement(mention.category, op, value, mention.confidence, clause.sentence, basis))
-            said.add(mention.category)
+            statement = Statement(mention.category, op, value, mention.confidence, clause.sentence, basis, holder)
+            statements.append(statement)
+            if mention.category in SCALAR_CATEGORIES:
+                said.add((holder, mention.category))
     return statements
 
 
@@ -161,10 +169,10 @@ def airline(clause: Clause, mention: Mention, basis: Basis, negated: bool) -> tu
 
 def dedupe(statements: list[Statement]) -> list[Statement]:
     """One statement per (category, op, value) and message: the first wording wins."""
-    seen: set[tuple[str, str, str]] = set()
+    seen: set[tuple[str, str, str, str]] = set()
     unique = []
     for statement in statements:
-        key = (statement.category, statement.op, repr(statement.value))
+        key = (statement.holder, statement.category, statement.op, repr(statement.value))
         if key not in seen:
             seen.add(key)
             unique.append(statement)

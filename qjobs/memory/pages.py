@@ -17,8 +17,9 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from google.cloud.firestore_v1.document import DocumentReference
 
 from qjobs.jobs import MAX_WRITES_PER_COMMIT, Reads, Write
+from qjobs.memory.derived import Touched, rederive_writes
 from qjobs.memory.extract import CATEGORIES, Extractor, RuleExtractor, Statement
-from qjobs.memory.preferences import StoredStatement, fold
+from qjobs.memory.preferences import StoredStatement
 from qjobs.memory.summary import (
     MAX_NOTES_PER_MESSAGE,
     Note,
@@ -34,7 +35,8 @@ EXTRACTOR: Extractor = RuleExtractor()
 MAX_STATEMENTS_PER_MESSAGE = 30
 MEMORY_WRITE_BUDGET = MAX_WRITES_PER_COMMIT - 2 - 1 - len(CATEGORIES)
 """A page's memory writes, leaving room for the ledger's two (entry and token), the
-summary and every preference."""
+summary and every preference; a page also counts one write per holder its statements
+name (a companion's document) against it."""
 
 
 EARLIEST = datetime(1, 1, 1, tzinfo=UTC)
@@ -79,8 +81,8 @@ class Sync:
     user_id: str
     conversation_id: str
     sync_type: str
-    forgotten: set[str] = field(default_factory=set)
-    """Categories whose statements a full sync removed, re-derived with its first page."""
+    forgotten: Touched = field(default_factory=set)
+    """(holder, category) pairs whose statements a full sync removed, re-derived with its first page."""
     user: DocumentReference = field(init=False)
     conversation: DocumentReference = field(init=False)
     summary: DocumentReference = field(init=False)
@@ -103,8 +105,8 @@ def build_page(reads: Reads, run: Sync) -> tuple[list[Write], Page]:
         return [], Page(cursor=cursor)
     memory_writes = [Write(run.user.collection("memories").document(m.id), m.data) for m in memories]
     fresh = {memory.id: memory.statement for memory in memories if memory.statement is not None}
-    touched = {statement.category for statement in fresh.values()} | run.forgotten
-    preference_writes, changed = rederive_writes(reads, run, touched, fresh)
+    touched = {(statement.holder, statement.category) for statement in fresh.values()} | run.forgotten
+    preference_writes, changed = rederive_writes(reads, run.user, touched, fresh)
     new_cursor = {"createdAt": page[-1].created_at, "messageId": page[-1].id} if page else cursor
     writes = [*memory_writes, *preference_writes, Write(run.summary, summary_fields(run, state, new_cursor))]
     done = len(page) == len(fetched) and len(fetched) < run.page_size
@@ -162,10 +164,13 @@ def fit_page(messages: list[Message], state: SummaryState, conversation_id: str)
     the memory entries to write and the messages taken."""
     memories: list[Memory] = []
     taken: list[Message] = []
+    holders: set[str] = set()
     for message in messages:
         found = extract(message)
-        if taken and len(memories) + len(found) + MAX_NOTES_PER_MESSAGE > MEMORY_WRITE_BUDGET:
+        holders_after = holders | {statement.holder for statement in found}
+        if taken and len(memories) + len(found) + MAX_NOTES_PER_MESSAGE + len(holders_after) > MEMORY_WRITE_BUDGET:
             break
+        holders = holders_after
         notes = apply_message(state, message.role, message.content, message.id, message.created_at.isoformat())
         memories += [
             statement_memory(conversation_id, message, position, found[position]) for position in range(len(found))
@@ -196,6 +201,7 @@ def statement_memory(conversation_id: str, message: Message, position: int, stat
         position=position,
         basis=statement.basis,
         memory_id=memory_id,
+        holder=statement.holder,
     )
     data = {
         "kind": "preference",
@@ -204,6 +210,7 @@ def statement_memory(conversation_id: str, message: Message, position: int, stat
         "value": statement.value,
         "confidence": statement.confidence,
         "basis": statement.basis,
+        "holder": statement.holder,
         "text": statement.text,
         "keywords": preference_keywords(statement),
         "conversationId": conversation_id,
@@ -236,42 +243,6 @@ def note_memory(conversation_id: str, message: Message, note: Note) -> Memory:
         "position": note.position,
     }
     return Memory(note_id(conversation_id, note), data)
-
-
-# ---------------------------------------------------------------- preferences
-
-
-def rederive_writes(
-    reads: Reads, run: Sync, categories: set[str], fresh: dict[str, StoredStatement]
-) -> tuple[list[Write], int]:
-    """Fold every statement of each category (the stored ones, with `fresh` ones of this
-    page in place) and write the preferences that changed."""
-    if not categories:
-        return [], 0
-    memories = run.user.collection("memories")
-    preferences = run.user.collection("preferences")
-    stored_preferences = reads.documents([preferences.document(c) for c in sorted(categories)])
-    current = {path.rsplit("/", 1)[-1]: data for path, data in stored_preferences.items() if data is not None}
-    writes: list[Write] = []
-    for category in sorted(categories):
-        query = memories.where(filter=FieldFilter("category", "==", category))
-        stored = {doc.id: StoredStatement.from_memory(doc.to_dict() or {}, doc.id) for doc in reads.query(query)}
-        derived = fold(
-            category, list({**stored, **{k: v for k, v in fresh.items() if v.category == category}}.values())
-        )
-        write = preference_write(preferences.document(category), current.get(category), derived)
-        if write is not None:
-            writes.append(write)
-    return writes, len(writes)
-
-
-def preference_write(
-    ref: DocumentReference, current: dict[str, Any] | None, derived: dict[str, Any] | None
-) -> Write | None:
-    if derived is None:
-        return Write(ref, None) if current is not None else None
-    unchanged = current is not None and {k: v for k, v in current.items() if k != "updatedAt"} == derived
-    return None if unchanged else Write(ref, {**derived, "updatedAt": firestore.SERVER_TIMESTAMP})
 
 
 # ---------------------------------------------------------------- summary

@@ -8,6 +8,13 @@ an aisle seat") never overrides a stated preference; without one, the value chos
 often wins (a tie goes to the most recent), with a confidence that grows with the number
 of conversations it was chosen in. A list category (dietary, interests ...) decides each
 of its items that way. A fold that ends empty means no preference document at all.
+
+`budget` keeps its facets side by side: the level ("mid-range") and the amount ("4000 EUR
+per trip") are decided separately and combined, so that a level statement keeps a standing
+amount and the other way round. A choice made after the deciding statement that differs
+from the value is kept beside it as `recentChoice` (per item for a list): the traveller
+asked for it on that trip, without changing what they prefer. The fold is only ever of
+one holder's statements (the user's, or one companion's).
 """
 
 import json
@@ -34,6 +41,7 @@ class StoredStatement:
     position: int
     basis: str = "stated"
     memory_id: str = ""
+    holder: str = "self"
 
     def order(self) -> tuple[datetime, str, str, int]:
         return (self.stated_at, self.conversation_id, self.message_id, self.position)
@@ -56,6 +64,7 @@ class StoredStatement:
             position=int(memory.get("position", 0)),
             basis=str(memory.get("basis") or "stated"),
             memory_id=memory_id,
+            holder=str(memory.get("holder") or "self"),
         )
 
 
@@ -79,10 +88,29 @@ def choice_confidence(conversations: int) -> float:
 
 
 def key_of(value: Any) -> str:
-    """A value's identity: an airline is one item whatever its stance."""
+    """A value's identity: an airline, or a place, is one item whatever its stance."""
     if isinstance(value, dict) and "airline" in value:
         return str(value["airline"])
+    if isinstance(value, dict) and "place" in value:
+        return str(value["place"]).casefold()
     return json.dumps(value, sort_keys=True)
+
+
+def same_value(first: Any, second: Any) -> bool:
+    return json.dumps(first, sort_keys=True) == json.dumps(second, sort_keys=True)
+
+
+def recent_choice(statements: list[StoredStatement], verdict: Verdict) -> StoredStatement | None:
+    """The latest choice made after the deciding statement, when it differs from the value."""
+    decided_at = verdict.latest.order()
+    later = [s for s in statements if not s.stated and s.op in ("set", "add") and s.order() > decided_at]
+    if not later or same_value(later[-1].value, verdict.value):
+        return None
+    return later[-1]
+
+
+def recent_choice_field(choice: StoredStatement) -> dict[str, Any]:
+    return {"value": choice.value, "conversationId": choice.conversation_id, "statedAt": choice.stated_at}
 
 
 def decide(statements: list[StoredStatement]) -> Verdict | None:
@@ -132,34 +160,79 @@ def fold(category: str, statements: Iterable[StoredStatement]) -> dict[str, Any]
     ordered = sorted(statements, key=StoredStatement.order)
     if category in LIST_CATEGORIES:
         return list_document(category, ordered)
+    if category == "budget":
+        return budget_document(ordered)
     verdict = decide(ordered)
     if verdict is None:
         return None
-    return document(category, verdict.value, verdict.basis, verdict.confidence, verdict.supporters)
+    derived = document(category, verdict.value, verdict.basis, verdict.confidence, verdict.supporters)
+    choice = recent_choice(ordered, verdict)
+    if choice is not None:
+        derived["recentChoice"] = recent_choice_field(choice)
+    return derived
+
+
+BUDGET_FACETS = (("amount", ("amount", "currency", "per")), ("level", ("level",)))
+"""A budget statement is exactly `{level}` or `{amount, currency, per}`: each is a facet."""
+
+
+def facet_of(value: Any) -> str:
+    return "level" if isinstance(value, dict) and "level" in value else "amount"
+
+
+def budget_document(ordered: list[StoredStatement]) -> dict[str, Any] | None:
+    """The budget's facets decided one by one, side by side in one value."""
+    verdicts: list[Verdict] = []
+    choices: list[StoredStatement] = []
+    for facet, _ in BUDGET_FACETS:
+        statements = [s for s in ordered if facet_of(s.value) == facet]
+        verdict = decide(statements)
+        if verdict is not None:
+            verdicts.append(verdict)
+            choice = recent_choice(statements, verdict)
+            if choice is not None:
+                choices.append(choice)
+    if not verdicts:
+        return None
+    value: dict[str, Any] = {}
+    for verdict in verdicts:
+        value.update(verdict.value)
+    supporters = sorted((s for verdict in verdicts for s in verdict.supporters), key=StoredStatement.order)
+    basis = "stated" if any(verdict.basis == "stated" for verdict in verdicts) else "choice"
+    confidence = max(verdict.confidence for verdict in verdicts)
+    derived = document("budget", value, basis, confidence, supporters)
+    if choices:
+        derived["recentChoice"] = recent_choice_field(max(choices, key=StoredStatement.order))
+    return derived
 
 
 def list_document(category: str, ordered: list[StoredStatement]) -> dict[str, Any] | None:
     items: dict[str, list[StoredStatement]] = {}
     for statement in ordered:
         items.setdefault(key_of(statement.value), []).append(statement)
-    verdicts = [verdict for verdict in map(decide, items.values()) if verdict is not None]
-    if not verdicts:
+    decided = [(verdict, statements) for statements in items.values() if (verdict := decide(statements)) is not None]
+    if not decided:
         return None
-    verdicts.sort(key=lambda verdict: verdict.supporters[0].order())
+    decided.sort(key=lambda pair: pair[0].supporters[0].order())
+    verdicts = [verdict for verdict, _ in decided]
     supporters = sorted((s for verdict in verdicts for s in verdict.supporters), key=StoredStatement.order)
     basis = "stated" if any(verdict.basis == "stated" for verdict in verdicts) else "choice"
     confidence = max(verdict.confidence for verdict in verdicts)
     derived = document(category, list_value(category, verdicts), basis, confidence, supporters)
-    derived["items"] = [
-        {
-            "value": verdict.value,
-            "basis": verdict.basis,
-            "confidence": verdict.confidence,
-            "count": len(verdict.supporters),
-        }
-        for verdict in verdicts
-    ]
+    derived["items"] = [item(verdict, recent_choice(statements, verdict)) for verdict, statements in decided]
     return derived
+
+
+def item(verdict: Verdict, choice: StoredStatement | None) -> dict[str, Any]:
+    fields = {
+        "value": verdict.value,
+        "basis": verdict.basis,
+        "confidence": verdict.confidence,
+        "count": len(verdict.supporters),
+    }
+    if choice is not None:
+        fields["recentChoice"] = recent_choice_field(choice)
+    return fields
 
 
 def list_value(category: str, verdicts: list[Verdict]) -> Any:
@@ -167,6 +240,11 @@ def list_value(category: str, verdicts: list[Verdict]) -> Any:
         return {
             stance: [v.value["airline"] for v in verdicts if v.value.get("stance") == stance]
             for stance in ("prefer", "avoid")
+        }
+    if category == "destinations":
+        return {
+            stance: [v.value["place"] for v in verdicts if v.value.get("stance") == stance]
+            for stance in ("love", "avoid")
         }
     return [verdict.value for verdict in verdicts]
 

@@ -62,7 +62,7 @@ RULES: tuple[Rule, ...] = (
     # cabinClass (scalar); premium economy before economy: a matched span is used once
     Rule("cabinClass", "premium_economy", r"\bpremium(?:[- ]economy\b|\s+(?:class|cabin|seats?|seating)\b)"),
     Rule("cabinClass", "economy",        r"\beconomy\b|\bcoach (?:class|seats?|tickets?|fares?)\b|\bmain cabin\b"),
-    Rule("cabinClass", "business",       r"\bbusiness[- ](?:class|seats?|seating|cabin|flights?|tickets?|fares?)\b|\b(?:fly|flying|in|travel(?:l?ing)?) business\b|\bbusiness(?=\s+(?:or|and|of|/)\s+(?:economy|premium|first|coach))"),
+    Rule("cabinClass", "business",       r"\bbusiness[- ](?:class|seats?|seating|cabin|flights?|tickets?|fares?)\b|\b(?:fly|flies|flying|in|travel(?:l?ing|s)?) business\b|\bbusiness(?=\s+(?:or|and|of|/)\s+(?:economy|premium|first|coach))"),
     Rule("cabinClass", "first",          r"\bfirst[- ]class\b|\bfly(?:ing)? first\b"),
     # accommodation (scalar)
     Rule("accommodation", "bed_and_breakfast", r"\bb ?& ?bs?\b|\bbed and breakfasts?\b|\bguest ?houses?\b"),
