@@ -82,14 +82,15 @@ class Received:
     body: bytes
     at: float = 0.0
     """time.monotonic() when it arrived."""
+    method: str = "POST"
 
     def json(self) -> Any:
         return json.loads(self.body)
 
 
 class RecordingServer:
-    """An HTTP server on a free local port that records every POST and answers it with
-    `answer()`: a status, a body and headers."""
+    """An HTTP server on a free local port that records every POST (or PUT) and answers it
+    with `answer()`: a status, a body and headers."""
 
     def __init__(self) -> None:
         self.received: list[Received] = []
@@ -99,13 +100,15 @@ class RecordingServer:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 headers = {name.lower(): value for name, value in self.headers.items()}
-                recorder.received.append(Received(self.path, headers, body, time.monotonic()))
+                recorder.received.append(Received(self.path, headers, body, time.monotonic(), self.command))
                 status, content, extra = recorder.answer()
                 self.send_response(status)
                 for name, value in {**extra, "Content-Length": str(len(content))}.items():
                     self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(content)
+
+            do_PUT = do_POST
 
             def log_message(self, format: str, *args: Any) -> None:
                 return

@@ -182,14 +182,14 @@ def dead_letter_json(letter: DeadLetter) -> dict[str, Any]:
 
 
 def dead_letter_page(broker: Broker, query: Mapping[str, list[str]]) -> dict[str, Any]:
-    """`GET /v2/dlq`: oldest first, `count` (at most 100) from `cursor`, with the filters the
-    SDKs send."""
+    """`GET /v2/dlq`: oldest first (in the order they were dead-lettered), `count` (at most
+    100) from `cursor`, with the filters the SDKs send."""
 
     def first(name: str) -> str | None:
         values = query.get(name)
         return values[0] if values else None
 
-    letters = sorted(broker.dead_letters.values(), key=lambda letter: letter.dlq_id)
+    letters = sorted(broker.dead_letters.values(), key=dead_letter_order)
     letters = [letter for letter in letters if _matches(letter, first)]
     start = int(first("cursor") or 0)
     count = min(DLQ_PAGE, int(first("count") or DLQ_PAGE))
@@ -198,6 +198,12 @@ def dead_letter_page(broker: Broker, query: Mapping[str, list[str]]) -> dict[str
     if start + count < len(letters):
         body["cursor"] = str(start + count)
     return body
+
+
+def dead_letter_order(letter: DeadLetter) -> tuple[int, ...]:
+    """A dead-letter id is `{ms}-{n}`, `n` counting up: compared as numbers, so that within
+    one millisecond `-10` comes after `-9`."""
+    return tuple(int(part) for part in letter.dlq_id.split("-"))
 
 
 def _matches(letter: DeadLetter, first: Any) -> bool:
