@@ -75,7 +75,7 @@ def step(payload: MemorySyncPayload, ctx: StepContext) -> Done | Proceed:
     run = sync_of(payload, ctx)
     check_conversation(run, ctx.document(run.conversation))
     summary = ctx.document(run.summary)
-    if payload.syncType == "full" or not continuable(summary.get("cursor") if summary else None):
+    if payload.syncType == "full" or not continuable(summary):
         return Proceed([], Page(done=False, replay=True))
     writes, page = build_page(ctx.reads, run)
     if page.done:

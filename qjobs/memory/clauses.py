@@ -261,9 +261,16 @@ class Clause:
         return self.lowered[start:end]
 
 
+MAX_SENTENCE_CHARS = 600
+"""A sentence is read up to here: no one writes a longer one to a travel assistant, and
+reading clauses costs more than linear time in their length (each mention looks back
+over its phrase)."""
+
+
 def clauses(text: str) -> list[Clause]:
     found = []
-    for sentence in split_sentences(text):
+    for whole in split_sentences(text):
+        sentence = whole[:MAX_SENTENCE_CHARS]
         for part in CLAUSE_BREAK.split(sentence):
             stripped = strip_start(part.strip())
             if stripped:

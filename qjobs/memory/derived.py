@@ -17,7 +17,7 @@ from google.cloud.firestore_v1.document import DocumentReference
 
 from qjobs.jobs import Data, Reads, Write
 from qjobs.memory.holders import SELF, UNKNOWN
-from qjobs.memory.preferences import StoredStatement, fold
+from qjobs.memory.preferences import StoredStatement, fold, statement_of
 
 Touched: TypeAlias = set[tuple[str, str]]
 """(holder, category) pairs whose derived value must be folded again."""
@@ -58,7 +58,8 @@ def statements_by_category(
     found: dict[str, list[StoredStatement]] = {}
     for category in sorted(categories):
         query = memories.where(filter=FieldFilter("category", "==", category))
-        stored = {doc.id: StoredStatement.from_memory(doc.to_dict() or {}, doc.id) for doc in reads.query(query)}
+        read = ((doc.id, statement_of(doc.to_dict() or {}, doc.id)) for doc in reads.query(query))
+        stored = {key: statement for key, statement in read if statement is not None}
         stored.update((key, statement) for key, statement in fresh.items() if statement.category == category)
         found[category] = list(stored.values())
     return found

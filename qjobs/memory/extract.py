@@ -34,6 +34,10 @@ __all__ = [
     "split_sentences",
 ]
 
+MAX_MESSAGE_CHARS = 10_000
+"""A message is read for preferences up to here (its summary notes are cut shorter still):
+a longer one is pasted text, not something a traveller says."""
+
 Op = Literal["set", "add", "remove"]
 Basis = Literal["stated", "choice"]
 
@@ -66,7 +70,7 @@ class RuleExtractor:
 
     def extract(self, text: str) -> list[Statement]:
         statements: list[Statement] = []
-        for clause in clauses(text):
+        for clause in clauses(text[:MAX_MESSAGE_CHARS]):
             if not clause.question:
                 statements += statements_of(clause, self.mentions(clause))
         return dedupe(statements)

@@ -43,7 +43,7 @@ CURRENCY_WORDS = {
 }  # fmt: skip
 AMOUNT = re.compile(
     r"(?P<symbol>[$€£¥])\s?(?P<amount>\d[\d,]*(?:\.\d+)?)\s?(?P<thousands>k\b)?"
-    r"|(?P<amount2>\d[\d,]*(?:\.\d+)?)\s?(?P<thousands2>k\b)?\s?(?P<word>usd|dollars?|bucks|eur|euros?|gbp|pounds?|quid|jpy|yen|chf|cad|aud)\b",
+    r"|(?<![\d,.])(?P<amount2>\d[\d,]*(?:\.\d+)?)\s?(?P<thousands2>k\b)?\s?(?P<word>usd|dollars?|bucks|eur|euros?|gbp|pounds?|quid|jpy|yen|chf|cad|aud)\b",
     re.IGNORECASE,
 )
 BUDGET_CUE = re.compile(

@@ -9,8 +9,9 @@ subject before the mention ("Book me an aisle seat", "vegan please") is the user
 "us" and "our" are the user's: a couple planning together states its own preferences.
 """
 
+import bisect
 import re
-from dataclasses import dataclass
+from functools import lru_cache
 
 SELF = "self"
 UNKNOWN = "unknown"
@@ -44,23 +45,34 @@ SUBJECT = re.compile(
 """A subject a statement can be about. "my little sister" and "our two kids" name relations
 (one word may stand between); "his", "her", "their" and objects ("for him") count as the
 pronoun's person, as "for me" counts as the user."""
-COMPANION = re.compile(rf"\b(?:my|our)\s+(?:(?:\w+)\s+)?(?P<relation>{_RELATION_WORDS})\b", re.IGNORECASE)
+FOR_REACH = 80
+"""How far after a mention "for my son" may stand and still name its holder."""
 FOR_COMPANION = re.compile(
-    rf"^[^,;.!?]*?\bfor\s+(?:my|our)\s+(?:(?:\w+)\s+)?(?P<relation>{_RELATION_WORDS})\b", re.IGNORECASE
+    rf"[^,;.!?]*?\bfor\s+(?:my|our)\s+(?:(?:\w+)\s+)?(?P<relation>{_RELATION_WORDS})\b", re.IGNORECASE
 )
-"""A request made for someone, after what it asks for ("a window seat for my son")."""
+"""A request made for someone, after what it asks for ("a window seat for my son"); matched
+from the mention's end."""
 
 
-@dataclass(frozen=True)
 class Holders:
-    """The holders of the mentions of one message."""
+    """The holders of the mentions of one message: its subjects are found once, so that each
+    mention costs a lookup, not a scan of the text before it."""
 
-    message: str
+    def __init__(self, message: str) -> None:
+        self.message = message
+        self.subjects = list(SUBJECT.finditer(message))
+        self.subject_starts = [match.start() for match in self.subjects]
+        self.relations = [match for match in self.subjects if match.group("relation")]
+        self.relation_starts = [match.start() for match in self.relations]
 
     def of(self, sentence_start: int, mention_start: int, mention_end: int) -> str:
         """The holder of the mention at `mention_start:mention_end` in the message, whose
         sentence starts at `sentence_start` (offsets in the message)."""
-        for subject in reversed(list(SUBJECT.finditer(self.message, sentence_start, mention_start))):
+        first = bisect.bisect_left(self.subject_starts, sentence_start)
+        last = bisect.bisect_left(self.subject_starts, mention_start)
+        for subject in reversed(self.subjects[first:last]):
+            if subject.end() > mention_start:
+                continue
             if subject.group("relation"):
                 return RELATIONS[subject.group("relation").lower()]
             if subject.group("self"):
@@ -71,19 +83,22 @@ class Holders:
             if subject.group("person"):
                 return UNKNOWN
             # "they" with no one named is most often a place ("do they serve vegan food"): look further back
-        requested_for = FOR_COMPANION.search(self.message[mention_end:])
+        requested_for = FOR_COMPANION.match(self.message, mention_end, mention_end + FOR_REACH)
         return RELATIONS[requested_for.group("relation").lower()] if requested_for else SELF
 
     def named_before(self, position: int) -> str | None:
         """The relation named last before `position` in the message: what a pronoun there refers to."""
-        named = None
-        for match in COMPANION.finditer(self.message, 0, position):
-            named = match
-        return RELATIONS[named.group("relation").lower()] if named else None
+        index = bisect.bisect_left(self.relation_starts, position)
+        return RELATIONS[self.relations[index - 1].group("relation").lower()] if index else None
+
+
+@lru_cache(maxsize=16)
+def holders(message: str) -> Holders:
+    return Holders(message)
 
 
 def holder_of(message: str, sentence: str, start_in_sentence: int, end_in_sentence: int) -> str:
     """The holder of a mention given by its offsets in one of the message's sentences (as
     extraction sees it): "self", a relation such as "partner", or "unknown"."""
     sentence_start = max(message.find(sentence), 0)
-    return Holders(message).of(sentence_start, sentence_start + start_in_sentence, sentence_start + end_in_sentence)
+    return holders(message).of(sentence_start, sentence_start + start_in_sentence, sentence_start + end_in_sentence)

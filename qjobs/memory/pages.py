@@ -113,11 +113,26 @@ def build_page(reads: Reads, run: Sync) -> tuple[list[Write], Page]:
     return writes, Page(len(page), changed, len(memory_writes), new_cursor, done)
 
 
-def continuable(cursor: Any) -> bool:
-    """Whether a stored cursor can be continued from: absent, or resting on a timestamp.
-    Earlier versions could leave it on a string (a malformed message's `createdAt`), after
-    every timestamp, where no later message would ever be found."""
-    return cursor is None or (isinstance(cursor, dict) and isinstance(cursor.get("createdAt"), datetime))
+def continuable(summary: dict[str, Any] | None) -> bool:
+    """Whether a stored summary can be continued from: none yet, or one whose state reads
+    back and whose cursor is absent or rests on a timestamp and a message id. Earlier
+    versions could leave the cursor on a string (a malformed message's `createdAt`), after
+    every timestamp, where no later message would ever be found; a summary someone edited
+    by hand may not read at all. Either is rebuilt by replaying the conversation."""
+    if summary is None:
+        return True
+    cursor = summary.get("cursor")
+    if cursor is not None and not (
+        isinstance(cursor, dict)
+        and isinstance(cursor.get("createdAt"), datetime)
+        and isinstance(cursor.get("messageId"), str)
+    ):
+        return False
+    try:
+        SummaryState.from_json(summary.get("state"))
+    except (TypeError, ValueError, KeyError, AttributeError):
+        return False
+    return True
 
 
 def read_messages(reads: Reads, run: Sync, cursor: dict[str, Any] | None) -> list[Message]:

@@ -18,6 +18,7 @@ one holder's statements (the user's, or one companion's).
 """
 
 import json
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -52,20 +53,33 @@ class StoredStatement:
 
     @classmethod
     def from_memory(cls, memory: dict[str, Any], memory_id: str = "") -> "StoredStatement":
-        """A memory entry; one written before `basis` existed reads as stated."""
+        """A memory entry; one written before `basis` (or `holder`) existed reads as the
+        user's stated one. Raises KeyError, TypeError or ValueError for a malformed one."""
         return cls(
-            category=memory["category"],
-            op=memory["op"],
+            category=str(memory["category"]),
+            op=str(memory["op"]),
             value=memory["value"],
             confidence=float(memory.get("confidence", 0.5)),
             stated_at=memory["statedAt"],
-            conversation_id=memory["conversationId"],
-            message_id=memory["messageId"],
+            conversation_id=str(memory["conversationId"]),
+            message_id=str(memory["messageId"]),
             position=int(memory.get("position", 0)),
             basis=str(memory.get("basis") or "stated"),
             memory_id=memory_id,
             holder=str(memory.get("holder") or "self"),
         )
+
+
+def statement_of(memory: dict[str, Any], memory_id: str = "") -> StoredStatement | None:
+    """The statement a memory entry records, or None for one a fold cannot use (no op, no
+    time, a confidence that is no number): the memories are the app's store, which anyone
+    may edit, and one bad entry must not stop every later sync of the user."""
+    try:
+        statement = StoredStatement.from_memory(memory, memory_id)
+    except (KeyError, TypeError, ValueError):
+        return None
+    usable = isinstance(statement.stated_at, datetime) and statement.op in ("set", "add", "remove")
+    return statement if usable and math.isfinite(statement.confidence) else None
 
 
 @dataclass

@@ -17,6 +17,7 @@ from qjobs.memory.extract import split_sentences
 
 SUMMARY_MAX_CHARS = 1000
 MAX_KEYWORDS = 20
+MAX_TERMS = 2000
 KEEP_DECISIONS, KEEP_PLANS, KEEP_QUESTIONS = 5, 5, 3
 MAX_NOTES_PER_MESSAGE = 20
 NOTE_MAX_CHARS = 300
@@ -89,7 +90,9 @@ class SummaryState:
     plans: list[Note] = field(default_factory=list)
     questions: list[Note] = field(default_factory=list)
     terms: dict[str, list[int]] = field(default_factory=dict)
-    """word -> [count, position of its first use among all counted words]"""
+    """word -> [count, position of its first use among all counted words]; at most MAX_TERMS"""
+    words_seen: int = 0
+    """How many words were counted, kept or not: where the next word's position starts."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
@@ -103,6 +106,7 @@ class SummaryState:
             data[name] = Note(**data[name]) if data.get(name) else None
         for name in ("decisions", "plans", "questions"):
             data[name] = [Note(**note) for note in data.get(name, [])]
+        data.setdefault("words_seen", sum(count for count, _ in data.get("terms", {}).values()))
         return cls(**data)
 
 
@@ -160,10 +164,18 @@ def keep(state: SummaryState, note: Note) -> None:
 
 
 def count_terms(state: SummaryState, content: str) -> None:
-    seen = sum(count for count, _ in state.terms.values())
-    for offset, word in enumerate(words(content)):
-        entry = state.terms.setdefault(word, [0, seen + offset])
+    """Count the message's words; past MAX_TERMS distinct words, the least used (the later
+    first used among equals) are forgotten, so that the state stays far below Firestore's
+    1 MiB per document however long the conversation. Incremental and full syncs count the
+    same messages in the same order, so they forget the same words."""
+    found = words(content)
+    for offset, word in enumerate(found):
+        entry = state.terms.setdefault(word, [0, state.words_seen + offset])
         entry[0] += 1
+    state.words_seen += len(found)
+    if len(state.terms) > MAX_TERMS:
+        ranked = sorted(state.terms.items(), key=lambda item: (-item[1][0], item[1][1]))
+        state.terms = dict(ranked[:MAX_TERMS])
 
 
 def keywords(state: SummaryState) -> list[str]:
