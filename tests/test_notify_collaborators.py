@@ -4,10 +4,14 @@ receiver."""
 import contextlib
 import itertools
 import json
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from flask.testing import FlaskClient
@@ -18,7 +22,7 @@ from handlers import notify_collaborators
 from qjobs.channels import email
 from qjobs.devtools.emulator import free_port
 from qjobs.trip_events import doc_id, make_plan
-from tests.receivers import SmtpServer, WebhookReceiver, start_smtp
+from tests.receivers import SmtpServer, WebhookReceiver, self_signed_certificate, start_smtp, start_tls_smtp
 from tests.support import (
     NOTIFY,
     AppFactory,
@@ -317,17 +321,21 @@ def test_an_address_that_cannot_be_a_header_is_skipped_not_a_500(
     deliver: Deliver, mail_client: FlaskClient, smtp: SmtpServer, db: firestore.Client
 ) -> None:
     """The app writes users' documents: an address that would break the `To` header (or
-    add a `Bcc`) is never sent to, and the others still get their email."""
+    add a `Bcc`) is never sent to, and the others still get their email. An address
+    holding an RFC 2047 encoded-word (valid by the HTML rule) would be decoded into the
+    header as another address, or as a line break."""
     add_user(db, "u2", email="grace@example.test\r\nBcc: eve@example.test")
     add_user(db, "u3", email="Linus <linus@example.test>")
     add_user(db, "u4", email="zoë@example.test")
+    add_user(db, "u5", email="=?utf-8?q?eve=40evil.example=3E=2C=3Cx?=@example.test")
+    add_user(db, "u6", email="=?utf-8?q?a=0D=0ABcc=3Aeve=40evil.example?=@example.test")
     message_id = new_message_id()
-    ids = ["u1", "u2", "u3", "u4"]
+    ids = ["u1", "u2", "u3", "u4", "u5", "u6"]
     response = deliver(NOTIFY, payload(collaboratorIds=ids), message_id=message_id, test_client=mail_client)
     assert response.status_code == 200
-    assert response.json is not None and response.json["email"] == {"sent": 1, "failed": 0, "skipped": 3}
+    assert response.json is not None and response.json["email"] == {"sent": 1, "failed": 0, "skipped": 5}
     assert [mail["To"] for mail in smtp.mailbox.messages] == ["ada@example.test"]
-    for uid in ("u2", "u3", "u4"):
+    for uid in ("u2", "u3", "u4", "u5", "u6"):
         assert entry(db, message_id, uid)["delivery"]["email"]["reason"] == "invalid_address"
 
 
@@ -595,3 +603,145 @@ def test_a_receiver_asking_to_come_back_later_is_retried_not_failed_for_good(
     receiver.status = 204
     retry = deliver(NOTIFY, payload(), message_id=message_id, retried=1, test_client=client)
     assert retry.json is not None and retry.json["webhook"] == "sent" and len(receiver.received) == 2
+
+
+# ---------------------------------------------------------------- the SMTP connection: TLS, login, one per job
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")  # aiosmtpd's view of implicit TLS
+@pytest.mark.parametrize("mode", ["starttls", "implicit"])
+def test_an_smtp_server_speaking_tls_takes_the_login_from_the_url(
+    deliver: Deliver, make_client: AppFactory, db: firestore.Client, tmp_path: Path, mode: str
+) -> None:
+    """`smtp://...?starttls=true` upgrades the connection, `smtps://` speaks TLS from the start;
+    either way the server's certificate is verified, and the user and password are read
+    URL-decoded from the URL."""
+    certificate = self_signed_certificate(tmp_path)
+    login = ("ada@trips", "p@ss:w/rd %")
+    server = start_tls_smtp(mode, certificate, login)
+    try:
+        add_user(db, "u1", email="ada@example.test")
+        user, password = (quote(part, safe="") for part in login)
+        scheme, query = ("smtps", "") if mode == "implicit" else ("smtp", "?starttls=true")
+        url = f"{scheme}://{user}:{password}@127.0.0.1:{server.controller.port}{query}"
+        client = make_client(SMTP_URL=url, EMAIL_FROM=SENDER, SSL_CERT_FILE=str(certificate[0]))
+        response = deliver(NOTIFY, payload(), test_client=client)
+        assert response.status_code == 200, response.json
+        assert response.json is not None and response.json["email"]["sent"] == 1
+        assert [mail["To"] for mail in server.mailbox.messages] == ["ada@example.test"]
+        assert server.mailbox.logins == [login]
+    finally:
+        server.stop()
+
+
+@pytest.mark.usefixtures("mail_users")
+def test_one_smtp_connection_serves_every_recipient_of_a_job(
+    deliver: Deliver, mail_client: FlaskClient, smtp: SmtpServer
+) -> None:
+    response = deliver(NOTIFY, payload(collaboratorIds=["u1", "u2"]), test_client=mail_client)
+    assert response.json is not None and response.json["email"]["sent"] == 2
+    assert len(smtp.mailbox.messages) == 2 and len(smtp.mailbox.connections) == 1
+
+
+# ---------------------------------------------------------------- a channel that never answers
+
+
+@contextlib.contextmanager
+def silent_server() -> Iterator[int]:
+    """The port of a socket that takes connections (into its backlog) and never answers."""
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(16)
+        yield int(listening.getsockname()[1])
+
+
+@pytest.mark.parametrize("channel", ["email", "webhook"])
+def test_a_channel_that_never_answers_fails_the_attempt_within_its_timeout(
+    deliver: Deliver, make_client: AppFactory, db: firestore.Client, channel: str
+) -> None:
+    """`SMTP_TIMEOUT_SECONDS` and `WEBHOOK_TIMEOUT_SECONDS` bound a send: the delivery stays
+    pending, the job answers `500` naming the cause, and the ledger and the log say the same."""
+    add_user(db, "u1", email="ada@example.test")
+    with silent_server() as port:
+        if channel == "email":
+            settings = {"SMTP_URL": f"smtp://127.0.0.1:{port}", "EMAIL_FROM": SENDER, "SMTP_TIMEOUT_SECONDS": "1"}
+        else:
+            settings = {
+                "COLLABORATOR_WEBHOOK_URL": f"http://127.0.0.1:{port}/hooks",
+                "COLLABORATOR_WEBHOOK_SECRET": WEBHOOK_SECRET,
+                "WEBHOOK_TIMEOUT_SECONDS": "1",
+            }
+        client = make_client(**settings)
+        message_id = new_message_id()
+        started = time.monotonic()
+        response = deliver(NOTIFY, payload(collaboratorIds=["u1"]), message_id=message_id, test_client=client)
+        assert time.monotonic() - started < 5
+    assert error_of(response)[:2] == (500, "job_failed")
+    if channel == "email":
+        state = entry(db, message_id, "u1")["delivery"]["email"]
+        cause = f"email: 1 of 1 pending ({state['lastError']})"
+    else:
+        state = db.collection("notificationEvents").document(doc_id(message_id)).get().get("webhook")
+        cause = f"webhook: {state['lastError']}"
+    assert state["status"] == "pending" and state["lastError"].startswith("connection: ")
+    assert response.json is not None and cause in response.json["message"]
+    assert db.collection("jobs").document(message_id).get().get("lastError") == {"code": "job_failed", "message": cause}
+
+
+# ---------------------------------------------------------------- the payload's limits, both sides
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"message": "  " + "x" * 2000 + "\n"},
+        {"tripTitle": " " + "t" * 200 + " "},
+        {"idempotencyKey": "k" * 8},
+        {"idempotencyKey": "\u2708" * 200},
+        {"collaboratorIds": [f"u{n}" for n in range(100)] + ["u0"]},
+    ],
+    ids=["message-2000-after-trimming", "title-200-after-trimming", "key-8", "key-200-any-unicode", "100-distinct"],
+)
+def test_each_limit_itself_is_accepted(deliver: Deliver, db: firestore.Client, fields: dict[str, Any]) -> None:
+    response = deliver(NOTIFY, payload(**fields))
+    assert response.status_code == 200, response.json
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "code"),
+    [
+        ({"tripTitle": "t" * 201}, "tripTitle", "string_too_long"),
+        ({"tripTitle": "   "}, "tripTitle", "string_too_short"),
+        ({"tripTitle": "Lisbon\x7f"}, "tripTitle", "control_characters"),
+        ({"tripTitle": "Lisbon\u2029June"}, "tripTitle", "control_characters"),
+        ({"idempotencyKey": "trip-1:share:\x7f"}, "idempotencyKey", "control_characters"),
+        ({"idempotencyKey": "trip-1:share:\x85"}, "idempotencyKey", "control_characters"),
+        ({"idempotencyKey": "trip-1:share:\u2029"}, "idempotencyKey", "control_characters"),
+        ({"idempotencyKey": "k" * 7}, "idempotencyKey", "string_too_short"),
+    ],
+    ids=["title-201", "title-blank", "title-DEL", "title-U+2029", "key-DEL", "key-C1", "key-U+2029", "key-7"],
+)
+def test_one_past_each_limit_is_refused(
+    deliver: Deliver, db: firestore.Client, fields: dict[str, Any], field: str, code: str
+) -> None:
+    response = deliver(NOTIFY, payload(**fields))
+    assert error_of(response)[:2] == (489, "validation_failed")
+    assert response.json is not None
+    assert [(detail["field"], detail["code"]) for detail in response.json["details"]] == [(field, code)]
+    assert list(db.collections()) == []
+
+
+def test_the_log_names_at_most_20_ignored_fields_alphabetically_each_cut_to_64_characters(
+    deliver: Deliver, make_client: AppFactory, db: firestore.Client, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A producer's extra fields are named in the log, never with their values, and a body
+    with many or long names cannot make the line grow without bound."""
+    client = make_client()
+    extra = {f"field{n:02d}": n for n in range(24, -1, -1)} | {"z" * 100: "long"}
+    capsys.readouterr()
+    assert deliver(NOTIFY, payload(**extra), test_client=client).status_code == 200
+    (line,) = delivery_log_lines(capsys.readouterr().out)
+    assert line["ignoredFields"] == [f"field{n:02d}" for n in range(20)]
+    deliver(NOTIFY, payload(**{"a" * 100: 1, "b": 2}), test_client=client)
+    (line,) = delivery_log_lines(capsys.readouterr().out)
+    assert line["ignoredFields"] == ["a" * 64, "b"]

@@ -3,17 +3,22 @@ part: what it says, that untrusted text stays text, and what it costs in Firesto
 
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email.header import decode_header, make_header
 from email.message import EmailMessage
 from html.parser import HTMLParser
 from typing import Any
 
 import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
 from flask.testing import FlaskClient
 from google.cloud import firestore
 
 from qjobs.config import ConfigError, load_settings
+from qjobs.devtools.emulator import free_port
 from qjobs.devtools.rpcs import counting_rpcs
-from tests.receivers import SmtpServer, start_smtp
+from tests.receivers import Mailbox, SmtpServer, start_smtp
 from tests.support import NOTIFY, AppFactory, Deliver, error_of, new_message_id
 
 SENDER = "Trips <notifications@trips.example.test>"
@@ -200,6 +205,73 @@ def test_the_trip_and_the_actor_come_with_the_users_in_the_same_read(
     assert response.json is not None and response.json["email"]["sent"] == 1
     assert dict(rpcs.calls) == {"BatchGetDocuments": 2, "Commit": 2}
     assert smtp.mailbox.messages[-1]["Subject"] == "Maya shared \u201cLisbon in June\u201d with you"
+
+
+@dataclass
+class RawMailbox(Mailbox):
+    """Also keeps each message's bytes exactly as the server received them."""
+
+    raw: list[bytes] = field(default_factory=list)
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
+        self.raw.append(envelope.original_content or b"")
+        return await super().handle_DATA(server, session, envelope)
+
+
+@pytest.fixture
+def raw_smtp() -> Iterator[SmtpServer]:
+    mailbox = RawMailbox()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    yield SmtpServer(controller, mailbox)
+    controller.stop()
+
+
+def header_lines(raw: bytes) -> list[tuple[str, str]]:
+    """The header block of a message as sent: (name, value) per header, each header's
+    continuation lines joined to it as a reader unfolds them."""
+    head = raw.split(b"\r\n\r\n", 1)[0].decode("ascii")
+    headers: list[tuple[str, str]] = []
+    for line in head.split("\r\n"):
+        if line[:1] in (" ", "\t"):
+            headers[-1] = (headers[-1][0], headers[-1][1] + line)
+        else:
+            name, _, value = line.partition(":")
+            headers.append((name, value.strip()))
+    return headers
+
+
+ACTOR_AS_ENCODED_WORD = "=?utf-8?q?A=0D=0ABcc:_e@x.t?="
+TITLE_AS_ENCODED_WORD = "=?utf-8?q?T=0AX-Title-Injected:=20yes?="
+
+
+def test_text_that_reads_as_an_encoded_word_stays_that_text_in_the_subject(
+    deliver: Deliver, make_client: AppFactory, db: firestore.Client, raw_smtp: SmtpServer
+) -> None:
+    """A header value of the form `=?charset?q?...?=` is an RFC 2047 encoded-word, which the
+    standard library's own header handling decodes when it writes the header: a name or
+    a title holding one must arrive as the characters it is, not as a `Bcc` header or a
+    line break inside the subject."""
+    db.collection("users").document("maya").set({"displayName": ACTOR_AS_ENCODED_WORD})
+    db.collection("users").document("ada").set(
+        {"displayName": "=?utf-8?q?Ada=0D=0AX-Name:=20x?=", "email": "ada@example.test"}
+    )
+    client = make_client(SMTP_URL=raw_smtp.url, EMAIL_FROM=SENDER)
+    response = deliver(NOTIFY, payload(tripTitle=TITLE_AS_ENCODED_WORD), test_client=client)
+    assert response.status_code == 200 and response.json is not None and response.json["email"]["sent"] == 1
+    assert isinstance(raw_smtp.mailbox, RawMailbox)
+    (raw,) = raw_smtp.mailbox.raw
+    headers = header_lines(raw)
+    names = [name for name, _ in headers]
+    assert names == ["From", "To", "Subject", "Date", "Message-ID", "MIME-Version", "Content-Type"]
+    decoded = {name: str(make_header(decode_header(value))) for name, value in headers}
+    assert not any("\r" in value or "\n" in value for value in decoded.values())
+    expected = f"{ACTOR_AS_ENCODED_WORD} shared \u201c{TITLE_AS_ENCODED_WORD}\u201d with you"
+    assert decoded["Subject"] == expected
+    (mail,) = raw_smtp.mailbox.messages
+    assert mail["Subject"] == expected and mail["Bcc"] is None and mail["X-Title-Injected"] is None
+    plain, _ = parts(mail)
+    assert plain.startswith("Hi =?utf-8?q?Ada=0D=0AX-Name:=20x?=,\n")
 
 
 @pytest.mark.parametrize(

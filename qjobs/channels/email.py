@@ -8,9 +8,12 @@ copy a crash between the server's acceptance and our record could cause.
 import re
 import smtplib
 import ssl
+import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from email import policy
+from email.header import Header
 from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -24,6 +27,15 @@ ADDRESS = re.compile(
 """A valid e-mail address by the HTML standard's rule (the one browsers apply to
 `<input type=email>`): ASCII, no display name, no spaces, no line breaks."""
 MAX_ADDRESS_LENGTH = 254
+ENCODED_WORD_START = "=?"
+"""How an RFC 2047 encoded-word begins. The standard library's header parser decodes one
+wherever it finds it, an address's local part included, so text holding this would be
+read as something else than it is (CVE-2024-6923: a line break and a header of its own)."""
+HEADER_LINE_LENGTH = 76
+
+MESSAGE_POLICY = policy.default.clone(refold_source="none")
+"""The modern policy, with headers set raw (`set_raw`) written exactly as given: never
+parsed again, so never decoded and re-folded on the way out."""
 
 CONNECTION_ERRORS = (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, smtplib.SMTPHeloError, OSError)
 
@@ -62,8 +74,15 @@ def parse_smtp_url(url: str) -> SmtpServer:
 def deliverable_address(value: object) -> str | None:
     """`value` when it is one bare address that can go into `To` and `RCPT TO` as it is;
     None for anything else (a display name, a list, a line break that would add a header,
-    a non-ASCII address that needs SMTPUTF8, which servers may lack)."""
-    if isinstance(value, str) and len(value) <= MAX_ADDRESS_LENGTH and ADDRESS.fullmatch(value):
+    a non-ASCII address that needs SMTPUTF8, which servers may lack, or one holding `=?`,
+    which a header parser would decode, as an encoded-word, into other addresses or a line
+    break: RFC 2047 allows none in an address, and none is seen in practice)."""
+    if (
+        isinstance(value, str)
+        and len(value) <= MAX_ADDRESS_LENGTH
+        and ADDRESS.fullmatch(value)
+        and ENCODED_WORD_START not in value
+    ):
         return value
     return None
 
@@ -73,7 +92,7 @@ class Email:
     to: str
     """One bare address (`deliverable_address`)."""
     subject: str
-    """One line: headers are built from it."""
+    """Untrusted text (names, titles): `literal_header` makes the header of it."""
     text: str
     message_id: str
     html: str | None = None
@@ -83,11 +102,12 @@ class Email:
 def build_message(email: Email, sender: str, unsubscribe_url: str | None) -> EmailMessage:
     """The message as sent: `text/plain`, or `multipart/alternative` with the HTML part
     last (the one a client prefers when it can show it). Both parts are quoted-printable
-    UTF-8, which any server relays, 8BITMIME or not."""
-    message = EmailMessage()
+    UTF-8, which any server relays, 8BITMIME or not. The subject is the one header made of
+    untrusted text: it is set already encoded (`literal_header`), never parsed."""
+    message = EmailMessage(policy=MESSAGE_POLICY)
     message["From"] = sender
     message["To"] = email.to
-    message["Subject"] = email.subject
+    message.set_raw("Subject", literal_header("Subject", email.subject))
     message["Date"] = formatdate(usegmt=True)
     message["Message-ID"] = email.message_id
     if unsubscribe_url:
@@ -96,6 +116,16 @@ def build_message(email: Email, sender: str, unsubscribe_url: str | None) -> Ema
     if email.html is not None:
         message.add_alternative(email.html, subtype="html", cte="quoted-printable")
     return message
+
+
+def literal_header(name: str, text: str) -> str:
+    """The value of header `name` that a mail client decodes to exactly `text`, made one
+    line: all of it UTF-8 encoded-words, folded to lines of at most 76 characters. Set as
+    the policy would (`message[name] = text`), a `=?...?=` in the text is taken for an
+    encoded-word and decoded, line breaks included, into the header as sent; encoded here,
+    such text is only ever the text it is."""
+    line = " ".join("".join(char for char in text if char.isspace() or unicodedata.category(char) != "Cc").split())
+    return Header(line, "utf-8", header_name=name).encode(maxlinelen=HEADER_LINE_LENGTH)
 
 
 class Mailer:
