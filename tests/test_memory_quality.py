@@ -129,3 +129,39 @@ def test_a_choice_for_one_trip_is_kept_beside_the_stated_preference_until_a_late
     assert sync(deliver, paged, conversation, "incremental").status_code == 200
     seat = db.collection("users/u-recent/preferences").document("seat").get().to_dict() or {}
     assert seat["value"] == "window" and "recentChoice" not in seat, "a later stated preference clears it"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Dinner at Garden Curry House sounds good",
+        "Let's meet at the Tate Gallery cafe",
+        "I just need to get back to the hotel by 6pm",
+        "The taxi should take me from the hotel to the college",
+        "Could you tell me the hotel type and its address?",
+        "Yes, the hotel type please",
+        "I'd like the phone number for the museum",
+    ],
+)
+def test_a_kind_of_place_named_for_something_else_states_nothing(text: str) -> None:
+    """Part of a proper name, a place already chosen, an attribute asked about."""
+    assert [
+        (s.category, s.value) for s in EXTRACTOR.extract(text) if s.category in ("accommodation", "interests")
+    ] == []
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("No guesthouses, just hotels please",
+         [("accommodation", "remove", "bed_and_breakfast"), ("accommodation", "set", "hotel")]),
+        ("I need a room, ideally a guesthouse with parking", [("accommodation", "set", "bed_and_breakfast")]),
+        ("The hotel should be a guesthouse", [("accommodation", "set", "bed_and_breakfast")]),
+        ("An expensive hotel will work", [("budget", "set", {"level": "luxury"}), ("accommodation", "set", "hotel")]),
+        ("As long as it's cheap", [("budget", "set", {"level": "budget"})]),
+        ("A Museum would be fun.", [("interests", "add", "museums")]),
+        ("Is there any Historical Landmark?", [("interests", "add", "history")]),
+    ],
+)  # fmt: skip
+def test_alternatives_and_request_forms_without_a_request_verb(text: str, expected: list[tuple[str, str, Any]]) -> None:
+    assert [(s.category, s.op, s.value) for s in EXTRACTOR.extract(text)] == expected

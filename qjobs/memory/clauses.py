@@ -84,7 +84,8 @@ ASKS = re.compile(
     r"|interested in|in the mood for|craving|go with|settle for|choose|pick|book|booking|reserve|find|finding"
     r"|get|buy|purchase|rent|renting|show|suggest|recommend|try|help|can you|could you|would you|will you"
     r"|let'?s|make (?:it|sure)|change (?:it|to)|switch|take|pull up|give me|put me|keep it|plan(?:ning)? (?:to|on)"
-    r"|have to|has to|must|gotta|please)\b"
+    r"|have to|has to|must|gotta|please|should be|should have|needs to be|will work|would work|works for (?:me|us)"
+    r"|will do|would do|as long as)\b"
 )
 TRAVEL = re.compile(
     r"\b(?:travel(?:l?ing|s)?|fly(?:ing)?|flies|leav(?:e|ing)|depart(?:ing|s)?|going|heading|stay(?:ing)?"

@@ -22,6 +22,7 @@ from typing import Any, Literal, Protocol
 from qjobs.memory.clauses import AVERSION, DISLIKE, LIKING, TOLERANCE, Clause, clauses, split_sentences
 from qjobs.memory.finders import FINDERS, Mention
 from qjobs.memory.holders import SELF, holder_of
+from qjobs.memory.references import names_something_else
 from qjobs.memory.vocabulary import CATEGORIES, LIST_CATEGORIES, RULES, SCALAR_CATEGORIES, Rule
 
 __all__ = [
@@ -87,7 +88,8 @@ class RuleExtractor:
             if not overlaps(match.span(), used):
                 rule = self.rules[int(str(match.lastgroup)[1:])]
                 found.append(Mention(rule.category, rule.value, *match.span(), rule.polarity, rule.confidence))
-        return sorted(found, key=lambda mention: mention.start)
+        wanted = [mention for mention in found if not names_something_else(clause.text, mention)]
+        return sorted(wanted, key=lambda mention: mention.start)
 
 
 def overlaps(span: tuple[int, int], used: list[tuple[int, int]]) -> bool:
@@ -99,20 +101,35 @@ def statements_of(clause: Clause, mentions: list[Mention]) -> list[Statement]:
     for a scalar category ("we prefer apartments over hotels" is about apartments)."""
     left_open = open_categories(clause, mentions)
     statements: list[Statement] = []
-    said: set[tuple[str, str]] = set()
     offset = max(clause.sentence.find(clause.text), 0)
+    positive: dict[tuple[str, str], tuple[int, Mention]] = {}
+    """A scalar category's value stated so far in the clause, by (holder, category)."""
     for mention in mentions:
         holder = holder_of(clause.message, clause.sentence.lower(), offset + mention.start, offset + mention.end)
-        if mention.category in left_open or (holder, mention.category) in said:
+        key = (holder, mention.category)
+        earlier = positive.get(key)
+        replaces = earlier is not None and PREFERRED_INSTEAD.search(clause.between(earlier[1].end, mention.start))
+        if mention.category in left_open or (earlier is not None and not replaces):
             continue
         decided = decide(clause, mention)
-        if decided is not None:
-            op, basis, value = decided
-            statement = Statement(mention.category, op, value, mention.confidence, clause.sentence, basis, holder)
+        if decided is None:
+            continue
+        op, basis, value = decided
+        statement = Statement(mention.category, op, value, mention.confidence, clause.sentence, basis, holder)
+        if earlier is not None and op != "remove":
+            statements[earlier[0]] = statement
+        else:
             statements.append(statement)
-            if mention.category in SCALAR_CATEGORIES:
-                said.add((holder, mention.category))
+        if mention.category in SCALAR_CATEGORIES and op != "remove":
+            positive[key] = (statements.index(statement), mention)
     return statements
+
+
+PREFERRED_INSTEAD = re.compile(
+    r"\b(?:ideally|preferably|rather|prefer(?:ably)?|instead|should be|has to be|must be|to be|just|only)\b"
+)
+"""Between two values of one scalar category: the later is what the user wants ("I need a
+room, ideally a guesthouse", "the hotel should be a guesthouse")."""
 
 
 def open_categories(clause: Clause, mentions: list[Mention]) -> set[str]:
