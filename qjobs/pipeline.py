@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import flask
@@ -112,7 +112,7 @@ class Pipeline:
             body_sha256=ledger_module.body_sha256(body),
             retried=record.retried,
             jti=token.jti,
-            token_valid_until=datetime.fromtimestamp(token.expires_at + self.settings.clock_tolerance_seconds, UTC),
+            token_valid_until=token.valid_until(self.settings.clock_tolerance_seconds),
         )
         return self._run_once(job, payload, delivery, record)
 

@@ -1,16 +1,34 @@
 """Every refusal in the order of checks, through the app functions-framework builds (the
 rows that run a job are tested with each job and in tests/test_delivery.py)."""
 
+import base64
+import hashlib
+import hmac
 import json
+import math
 import sys
 import time
+from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
 from google.cloud import firestore
 
 from qjobs.devtools.emulator import free_port
-from tests.support import NOTIFY, NOTIFY_PAYLOAD, AppFactory, Deliver, encode, error_of, new_message_id, qstash_headers
+from qjobs.signature import LATEST_TIME
+from tests.support import (
+    CURRENT_KEY,
+    NOTIFY,
+    NOTIFY_PAYLOAD,
+    AppFactory,
+    Deliver,
+    delivery_log_lines,
+    encode,
+    error_of,
+    new_message_id,
+    qstash_headers,
+)
 
 
 def collections_of(db: firestore.Client) -> list[str]:
@@ -244,3 +262,74 @@ def test_every_safe_id_is_accepted_as_a_message_id(deliver: Deliver, db: firesto
     response = deliver(NOTIFY, NOTIFY_PAYLOAD, message_id=message_id)
     assert response.status_code == 200, response.json
     assert db.collection("jobs").document(message_id).get().get("status") == "succeeded"
+
+
+# ---------------------------------------------------------------- tokens the JWT library itself refuses
+
+
+def odd_header_token(key: str, **header: object) -> str:
+    """A token whose JOSE header the JWT library refuses before any signature is checked
+    (made by hand: the library will not make one)."""
+
+    def segment(raw: bytes) -> bytes:
+        return base64.urlsafe_b64encode(raw).rstrip(b"=")
+
+    signing_input = segment(json.dumps({"alg": "HS256", "typ": "JWT", **header}).encode()) + b"." + segment(b'{"a":1}')
+    signature = hmac.new(key.encode(), signing_input, hashlib.sha256).digest()
+    return (signing_input + b"." + segment(signature)).decode()
+
+
+@pytest.mark.parametrize(
+    "header",
+    [{"crit": ["exp"]}, {"crit": "x"}, {"crit": []}, {"crit": [5]}, {"kid": 5}, {"b64": False}],
+    ids=["crit-unsupported", "crit-not-a-list", "crit-empty", "crit-not-text", "kid-not-text", "b64-without-crit"],
+)
+@pytest.mark.parametrize("key", ["sig_anyWrongKey00000000000000000000", CURRENT_KEY], ids=["wrong-key", "right-key"])
+def test_a_token_header_the_jwt_library_refuses_is_a_401_malformed(
+    *,
+    make_client: AppFactory,
+    db: firestore.Client,
+    capsys: pytest.CaptureFixture[str],
+    header: dict[str, object],
+    key: str,
+) -> None:
+    """Anyone can send these: they must be the README's `401 invalid_signature` with a reason,
+    logged as a refusal (no ERROR, no stack trace for Error Reporting), never a 500."""
+    client = make_client()
+    body = encode(NOTIFY_PAYLOAD)
+    headers = {**qstash_headers(NOTIFY, body), "Upstash-Signature": odd_header_token(key, **header)}
+    response = client.post(NOTIFY, data=body, headers=headers)
+    assert error_of(response) == (401, "invalid_signature", "malformed")
+    (line,) = delivery_log_lines(capsys.readouterr().out)
+    assert (line["severity"], line["status"], line["reason"]) == ("WARNING", 401, "malformed")
+    assert "Traceback" not in str(line["message"])
+    assert collections_of(db) == []
+
+
+@pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
+@pytest.mark.parametrize(
+    "value",
+    [math.inf, -math.inf, math.nan, 1e20, -1e20, 10**400],
+    ids=["inf", "-inf", "nan", "1e20", "-1e20", "10^400"],
+)
+def test_a_signed_time_that_is_no_time_is_a_401_malformed(
+    client: FlaskClient, db: firestore.Client, claim: str, value: object
+) -> None:
+    """A signed `exp`, `nbf` or `iat` that is not finite or lies beyond any date Firestore
+    can hold: NaN would pass every comparison, and the others overflow the token's record."""
+    body = encode(NOTIFY_PAYLOAD)
+    claims: dict[str, Any] = {claim: value}
+    response = client.post(NOTIFY, data=body, headers=qstash_headers(NOTIFY, body, **claims))
+    assert error_of(response) == (401, "invalid_signature", "malformed")
+    assert collections_of(db) == []
+
+
+def test_a_token_valid_until_the_last_second_a_timestamp_holds_is_kept_until_then(
+    deliver: Deliver, db: firestore.Client
+) -> None:
+    """The token's record lives until its expiry plus the leeway, which here lies past the
+    year 9999: it is kept until the last second Firestore can store instead."""
+    response = deliver(NOTIFY, NOTIFY_PAYLOAD, exp=LATEST_TIME)
+    assert response.status_code == 200, response.json
+    (record,) = [token.to_dict() or {} for token in db.collection("jobTokens").stream()]
+    assert record["expireAt"] == datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
