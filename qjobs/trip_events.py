@@ -188,13 +188,25 @@ def known_or_read(ctx: StepContext, refs: Sequence[DocumentReference]) -> dict[s
 
 
 def preferences(user: Data) -> Data:
+    """`notificationPreferences`, or `{}` when it is not a map. Users' documents are the
+    app's data, not ours: every field read from them is checked for its type, and a value
+    of another type counts as absent, so one user's odd document never fails the event
+    for everyone."""
     prefs = user.get("notificationPreferences")
     return prefs if isinstance(prefs, dict) else {}
 
 
+def strings_in(value: object) -> list[str]:
+    """The strings of a list field (`mutedTrips`, `mutedEvents`); anything but a list
+    holds none. A string is not searched: `"trip-10"` does not hold `"trip-1"`."""
+    return [item for item in value if isinstance(item, str)] if isinstance(value, list) else []
+
+
 def muted(user: Data, payload: TripEvent) -> bool:
+    """The user muted the trip or the event: its id is one of the strings of the list."""
     prefs = preferences(user)
-    return payload.tripId in (prefs.get("mutedTrips") or []) or payload.event in (prefs.get("mutedEvents") or [])
+    trips, events = strings_in(prefs.get("mutedTrips")), strings_in(prefs.get("mutedEvents"))
+    return payload.tripId in trips or payload.event in events
 
 
 def retention_end(ctx: StepContext) -> datetime | None:
@@ -281,8 +293,11 @@ def initial_email_state(user: Data, *, email_on: bool) -> DeliveryState:
 
 
 def address_problem(user: Data) -> str | None:
-    """Why a user's email cannot be sent (`no_address`, `invalid_address`), or None. The
-    app writes the address: one that could break or add a header is never used."""
-    if not user.get("email"):
+    """Why a user's email cannot be sent (`no_address`: missing, null or empty;
+    `invalid_address`: anything else that is not one bare address, a number or a list
+    included), or None. The app writes the address: one that could break or add a header
+    is never used."""
+    address = user.get("email")
+    if address is None or address == "":
         return "no_address"
-    return None if deliverable_address(user["email"]) else "invalid_address"
+    return None if deliverable_address(address) else "invalid_address"

@@ -94,6 +94,32 @@ def test_recipients_exclude_the_actor_and_those_who_muted(deliver: Deliver, db: 
     assert stored["delivery"]["email"]["status"] == "skipped" and stored["delivery"]["email"]["reason"] == "disabled"
 
 
+ODD_VALUES = [5, True, 1.5, None, b"trip-1", {"trip-1": True, "trip_updated": True}]
+
+
+@pytest.mark.parametrize(
+    ("trips", "events"),
+    [
+        *((odd, odd) for odd in ODD_VALUES),
+        ("trip-10,trip-2", "trip_updated_not"),
+        (["trip-10", 5, None, {"id": "trip-1"}], ["trip_updated_not", True]),
+    ],
+    ids=["int", "bool", "float", "null", "bytes", "map", "strings", "lists-without-a-match"],
+)
+def test_a_mute_setting_that_is_not_a_list_of_strings_mutes_nothing(
+    deliver: Deliver, db: firestore.Client, trips: Any, events: Any
+) -> None:
+    """The app writes users' documents: a mute list is a list of strings matched exactly;
+    anything else mutes nothing (a string is not searched for the id), and one user's odd
+    settings never keep the others from being notified."""
+    add_user(db, "u1", notificationPreferences={"mutedTrips": trips, "mutedEvents": events})
+    add_user(db, "u3", notificationPreferences={"mutedTrips": [5, "trip-1", None]})
+    response = deliver(NOTIFY, payload(collaboratorIds=["u1", "u2", "u3"]))
+    assert response.status_code == 200, response.json
+    assert response.json is not None and (response.json["notified"], response.json["skipped"]) == (2, 1)
+    assert [uid for uid in ("u1", "u2", "u3") if inbox(db, uid)] == ["u1", "u2"]
+
+
 def test_without_channels_the_job_is_one_atomic_commit(deliver: Deliver, db: firestore.Client) -> None:
     message_id = new_message_id()
     assert deliver(NOTIFY, payload(), message_id=message_id).status_code == 200
@@ -337,6 +363,39 @@ def test_an_address_that_cannot_be_a_header_is_skipped_not_a_500(
     assert [mail["To"] for mail in smtp.mailbox.messages] == ["ada@example.test"]
     for uid in ("u2", "u3", "u4", "u5", "u6"):
         assert entry(db, message_id, uid)["delivery"]["email"]["reason"] == "invalid_address"
+
+
+def test_odd_values_in_user_and_trip_documents_are_read_as_absent_or_invalid(
+    deliver: Deliver, mail_client: FlaskClient, smtp: SmtpServer, db: firestore.Client
+) -> None:
+    """Every field the job reads from a document the app writes is checked for its type:
+    a value of another type counts as absent (a name, a title, a setting) or as an address
+    that cannot be used, never as an error that fails everyone's notification."""
+    db.collection("trips").document("trip-1").set({"title": ["Lisbon"]})
+    add_user(db, "u9", displayName=7)
+    add_user(
+        db,
+        "u1",
+        email="ada@example.test",
+        displayName={"first": "Ada"},
+        notificationPreferences={"email": "false", "mutedTrips": b"trip-1", "mutedEvents": 3},
+    )
+    add_user(db, "u2", email=5, notificationPreferences="off")
+    add_user(db, "u3", email=False, notificationPreferences={"email": 0})
+    add_user(db, "u4", email=None)
+    add_user(db, "u5", email=["linus@example.test"])
+    message_id = new_message_id()
+    ids = ["u1", "u2", "u3", "u4", "u5"]
+    response = deliver(
+        NOTIFY, payload(collaboratorIds=ids, actorId="u9"), message_id=message_id, test_client=mail_client
+    )
+    assert response.status_code == 200, response.json
+    assert response.json is not None and response.json["notified"] == 5
+    assert response.json["email"] == {"sent": 1, "failed": 0, "skipped": 4}
+    (mail,) = smtp.mailbox.messages
+    assert mail["To"] == "ada@example.test" and mail["Subject"] == "A trip was updated"
+    reasons = {uid: entry(db, message_id, uid)["delivery"]["email"]["reason"] for uid in ids[1:]}
+    assert reasons == {"u2": "invalid_address", "u3": "invalid_address", "u4": "no_address", "u5": "invalid_address"}
 
 
 # ---------------------------------------------------------------- webhook
