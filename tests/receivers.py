@@ -2,19 +2,27 @@
 each on a free local port, recording what they were sent and refusing on demand."""
 
 import asyncio
+import ipaddress
 import json
+import ssl
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from qjobs.devtools.emulator import free_port
 
@@ -32,6 +40,10 @@ class Mailbox:
     """Seconds to take over each message, as a slow server would."""
     refuse_times: dict[str, int] = field(default_factory=dict)
     """address -> how many more times to refuse it with 450 (a server that recovers)."""
+    connections: set[object] = field(default_factory=set)
+    """The client end (address, port) of each connection a message came over."""
+    logins: list[tuple[str, str]] = field(default_factory=list)
+    """(user, password) of each accepted login."""
 
     async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -46,6 +58,7 @@ class Mailbox:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
         await asyncio.sleep(self.delay)
+        self.connections.add(session.peer)
         content = envelope.original_content or b""
         self.messages.append(BytesParser(policy=policy.default).parsebytes(content))
         return "250 Message accepted"
@@ -70,6 +83,67 @@ class SmtpServer:
 def start_smtp() -> SmtpServer:
     mailbox = Mailbox()
     controller = Controller(mailbox, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    return SmtpServer(controller, mailbox)
+
+
+def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
+    """A certificate for `localhost` and 127.0.0.1 and its key, as PEM files in `folder`;
+    a client trusts it when `SSL_CERT_FILE` names the certificate."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "smtp-cert.pem", folder / "smtp-key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path
+
+
+def start_tls_smtp(mode: str, certificate: tuple[Path, Path], login: tuple[str, str]) -> SmtpServer:
+    """An SMTP server that speaks TLS, from the start (`mode="implicit"`, as on port 465) or
+    after STARTTLS (`mode="starttls"`, required), and accepts only the login `(user, password)`."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*certificate)
+    mailbox = Mailbox()
+
+    def authenticate(server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any) -> AuthResult:
+        given = (data.login.decode(), data.password.decode()) if isinstance(data, LoginPassword) else None
+        if given == login:
+            mailbox.logins.append(given)
+        return AuthResult(success=given == login)
+
+    tls: dict[str, Any] = (
+        # aiosmtpd counts only STARTTLS as TLS; its implicit TLS must not hide AUTH as if in the clear.
+        {"ssl_context": context, "auth_require_tls": False}
+        if mode == "implicit"
+        else {"tls_context": context, "require_starttls": True}
+    )
+    controller = Controller(
+        mailbox,
+        hostname="127.0.0.1",
+        port=free_port(),
+        server_hostname="localhost",
+        authenticator=authenticate,
+        auth_required=True,
+        **tls,
+    )
     controller.start()
     return SmtpServer(controller, mailbox)
 
