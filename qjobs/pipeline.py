@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 
 HEALTH_PATH = "/health"
 JOB_METHOD = "POST"
+MAX_JSON_DEPTH = 64
+"""The deepest nesting of a body, the object itself counting as one level. Python's parser
+gives up (RecursionError) about a thousand levels down, how far depending on the stack of
+the moment; no payload needs more than a few, and Firestore stores no more than 20."""
 
 
 class Services:
@@ -193,18 +197,46 @@ def retried_count(request: flask.Request) -> int:
 
 
 def parse_payload(body: bytes, model: type[BaseModel]) -> BaseModel:
+    """The job's payload, or `489 invalid_json` / `validation_failed`. Any JSON the parser
+    cannot read is `invalid_json`: besides syntax and encoding errors (ValueError), an
+    integer of more than 4300 digits (ValueError too) and nesting too deep for its stack
+    (RecursionError); and nesting past MAX_JSON_DEPTH, so that the answer never depends
+    on how deep the stack already was."""
+    too_deep = non_retryable("invalid_json", f"the body nests deeper than {MAX_JSON_DEPTH} levels")
     try:
         data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except RecursionError:
+        raise too_deep from None
+    except ValueError:
         data = None
     if not isinstance(data, dict):
         raise non_retryable("invalid_json", "the body must be a JSON object")
+    if nested_deeper_than(body, data, MAX_JSON_DEPTH):
+        raise too_deep
     try:
         return model.model_validate(data)
     except ValidationError as error:
         raise non_retryable(
             "validation_failed", "the payload does not match the job's schema", validation_details(error)
         ) from None
+
+
+def nested_deeper_than(body: bytes, data: object, limit: int) -> bool:
+    """Whether `data` (parsed from `body`) holds containers more than `limit` deep. A body
+    with no more than `limit` opening brackets cannot (counting bytes over-counts, never
+    under-counts, in any of JSON's encodings), so the usual small payload is not walked."""
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False
+    stack: list[tuple[object, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth + 1 > limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
 
 
 def ignored_fields(payload: BaseModel) -> list[str] | None:

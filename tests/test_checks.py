@@ -16,9 +16,11 @@ from flask.testing import FlaskClient
 from google.cloud import firestore
 
 from qjobs.devtools.emulator import free_port
+from qjobs.pipeline import MAX_JSON_DEPTH
 from qjobs.signature import LATEST_TIME
 from tests.support import (
     CURRENT_KEY,
+    MEMORY,
     NOTIFY,
     NOTIFY_PAYLOAD,
     AppFactory,
@@ -333,3 +335,56 @@ def test_a_token_valid_until_the_last_second_a_timestamp_holds_is_kept_until_the
     assert response.status_code == 200, response.json
     (record,) = [token.to_dict() or {} for token in db.collection("jobTokens").stream()]
     assert record["expireAt"] == datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+
+
+# ---------------------------------------------------------------- JSON no parser should be asked to read
+
+FAILED = "/api/jobs/failed"
+VALID_BODIES: dict[str, dict[str, Any]] = {
+    NOTIFY: NOTIFY_PAYLOAD,
+    MEMORY: {"userId": "u1", "conversationId": "c1", "syncType": "incremental"},
+    FAILED: {"sourceMessageId": "msg_source", "url": "https://jobs.example.test/api/jobs/memory-sync"},
+}
+
+
+def nested(depth: int) -> str:
+    """A JSON value `depth` containers deep."""
+    return "[" * depth + "]" * depth
+
+
+def with_extra(path: str, raw_value: str) -> bytes:
+    """The job's valid body with one more field, its value written as is."""
+    return json.dumps(VALID_BODIES[path]).encode()[:-1] + b', "extra": ' + raw_value.encode() + b"}"
+
+
+UNREADABLE = {
+    "brackets": lambda path: (nested(100_000)).encode(),
+    "extra-1100-deep": lambda path: with_extra(path, nested(1100)),
+    "extra-just-past-the-cap": lambda path: with_extra(path, nested(MAX_JSON_DEPTH)),
+    "extra-5000-digits": lambda path: with_extra(path, "1" + "0" * 5000),
+}
+
+
+@pytest.mark.parametrize("path", [NOTIFY, MEMORY, FAILED])
+@pytest.mark.parametrize("case", UNREADABLE, ids=list(UNREADABLE))
+def test_json_nested_too_deep_or_with_an_unreadable_number_is_489_invalid_json(
+    make_client: AppFactory, db: firestore.Client, capsys: pytest.CaptureFixture[str], path: str, case: str
+) -> None:
+    """Python's parser gives up on JSON nested about a thousand deep (RecursionError) or on
+    an integer of more than 4300 digits (ValueError): a 500 QStash would retry for nothing.
+    The service refuses any body nested deeper than MAX_JSON_DEPTH, whatever the stack."""
+    client = make_client()
+    body = UNREADABLE[case](path)
+    response = client.post(path, data=body, headers=qstash_headers(path, body))
+    assert error_of(response)[:2] == (489, "invalid_json")
+    assert response.headers["Upstash-NonRetryable-Error"] == "true"
+    (line,) = delivery_log_lines(capsys.readouterr().out)
+    assert (line["severity"], line["status"], line["error"]) == ("WARNING", 489, "invalid_json")
+    assert "Traceback" not in str(line["message"])
+    assert collections_of(db) == []
+
+
+def test_json_nested_as_deep_as_the_cap_is_read(deliver: Deliver, db: firestore.Client) -> None:
+    """The object itself is the first level: an extra field one level short of the cap runs."""
+    response = deliver(NOTIFY, with_extra(NOTIFY, nested(MAX_JSON_DEPTH - 1)))
+    assert response.status_code == 200, response.json
