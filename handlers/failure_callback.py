@@ -79,8 +79,16 @@ def step(payload: FailureReport, ctx: StepContext) -> Done:
 
 
 def job_of(url: str) -> str | None:
-    """The job served at the URL's path (a report names the full URL it was published to)."""
-    path = urlsplit(url).path
+    """The job served at the URL's path (a report names the full URL it was published to).
+
+    QStash reports whatever URL the message was published to, so it may not parse
+    (`http://[::1`: urlsplit raises ValueError). Such a report is still kept, since its
+    dlqId is what a replay needs, with no job, as for a URL this service does not serve:
+    refusing it would dead-letter the report itself and leave no record at all."""
+    try:
+        path = urlsplit(url).path
+    except ValueError:
+        return None
     return ROUTES[path].name if path in ROUTES else None
 
 

@@ -7,7 +7,11 @@ from typing import Any
 
 import pytest
 from google.cloud import firestore
+from hypothesis import given
+from hypothesis import strategies as st
 
+from handlers import ROUTES
+from handlers.failure_callback import job_of
 from tests.support import PUBLIC_BASE_URL, Deliver, error_of, new_message_id
 
 FAILED = "/api/jobs/failed"
@@ -134,3 +138,27 @@ def test_the_record_holds_the_fields_the_readme_lists_and_no_other(deliver: Deli
         "expireAt",
     }
     assert kept["url"] == PUBLIC_BASE_URL + "/api/jobs/memory-sync"
+
+
+@pytest.mark.parametrize(
+    "url", ["http://[::1", "http://[bad]/x", "http://jobs\uff03.example.test/api/jobs/memory-sync"]
+)
+def test_a_report_whose_url_does_not_parse_is_kept_without_a_job(
+    deliver: Deliver, db: firestore.Client, url: str
+) -> None:
+    """QStash reports the URL the message was published to, whatever it was: the report is
+    still worth keeping (its dlqId is what a replay needs), so a URL that cannot be split
+    (an unclosed IPv6 bracket, a host that normalises to a `#`) names no job, like a URL
+    this service does not serve, rather than failing the callback on every retry."""
+    message_id = new_message_id()
+    response = deliver(FAILED, report(url=url), message_id=message_id)
+    assert response.status_code == 200, response.json
+    assert response.json is not None and response.json["job"] is None
+    kept = record(db)
+    assert kept["job"] is None and kept["url"] == url and kept["dlqId"] == "1725323658779-0"
+    assert db.collection("jobs").document(message_id).get().get("status") == "succeeded"
+
+
+@given(st.text(max_size=60) | st.builds(lambda tail: "http://" + tail, st.text(max_size=40)))
+def test_any_url_names_a_job_or_none(url: str) -> None:
+    assert job_of(url) in {None, *(job.name for job in ROUTES.values())}
