@@ -280,3 +280,74 @@ def test_text_that_reads_as_an_encoded_word_stays_that_text_in_the_subject(
 def test_a_trip_url_template_that_cannot_make_links_stops_start_up(template: str) -> None:
     with pytest.raises(ConfigError, match="TRIP_URL_TEMPLATE"):
         load_settings({"QSTASH_CURRENT_SIGNING_KEY": "sig_x", "TRIP_URL_TEMPLATE": template})
+
+
+# ---------------------------------------------------------------- wording at its edges
+
+
+def test_without_the_actors_name_the_subject_is_passive_and_names_the_trip(
+    deliver: Deliver, mail_client: FlaskClient, smtp: SmtpServer, db: firestore.Client
+) -> None:
+    db.collection("users").document("maya").set({"email": "maya@example.test"})
+    deliver(NOTIFY, payload(event="trip_updated"), test_client=mail_client)
+    assert the_one_email(smtp)["Subject"] == "\u201cLisbon in June\u201d was updated"
+
+
+def test_without_trip_url_template_there_is_no_link(
+    deliver: Deliver, make_client: AppFactory, db: firestore.Client, smtp: SmtpServer
+) -> None:
+    db.collection("users").document("ada").set({"displayName": "Ada", "email": "ada@example.test"})
+    client = make_client(SMTP_URL=smtp.url, EMAIL_FROM=SENDER)
+    deliver(NOTIFY, payload(), test_client=client)
+    plain, html = parts(the_one_email(smtp))
+    assert "http" not in plain and Page(html).links == []
+
+
+def test_the_trip_id_goes_into_the_link_as_a_path_segment_takes_it(
+    deliver: Deliver, mail_client: FlaskClient, smtp: SmtpServer
+) -> None:
+    """A safe id's `: @ . _ -` are all allowed in a URL path segment: the link holds it as it is."""
+    deliver(NOTIFY, payload(tripId="t:2026@lisbon.june_a-b", tripTitle="Lisbon"), test_client=mail_client)
+    plain, html = parts(the_one_email(smtp))
+    link = "https://app.example.test/trips/t:2026@lisbon.june_a-b"
+    assert link in plain and Page(html).links[0] == link
+
+
+def test_titles_are_cut_to_80_characters_and_names_to_60(
+    deliver: Deliver, mail_client: FlaskClient, smtp: SmtpServer, db: firestore.Client
+) -> None:
+    """Cut ones end in an ellipsis, within the limit."""
+    db.collection("trips").document("trip-1").set({"title": "T" * 81})
+    db.collection("users").document("maya").set({"displayName": "M" * 61})
+    db.collection("users").document("ada").set({"displayName": "A" * 60, "email": "ada@example.test"})
+    deliver(NOTIFY, payload(event="trip_updated"), test_client=mail_client)
+    mail = the_one_email(smtp)
+    assert mail["Subject"] == "M" * 59 + "\u2026 updated \u201c" + "T" * 79 + "\u2026\u201d"
+    assert parts(mail)[0].startswith("Hi " + "A" * 60 + ",\n")
+
+
+def test_a_title_or_a_name_that_is_not_a_string_is_left_out(
+    deliver: Deliver, mail_client: FlaskClient, smtp: SmtpServer, db: firestore.Client
+) -> None:
+    db.collection("trips").document("trip-1").set({"title": 2026})
+    db.collection("users").document("maya").set({"displayName": ["Maya"]})
+    db.collection("users").document("ada").set({"displayName": {"first": "Ada"}, "email": "ada@example.test"})
+    deliver(NOTIFY, payload(event="trip_updated"), test_client=mail_client)
+    mail = the_one_email(smtp)
+    assert mail["Subject"] == "A trip was updated"
+    assert parts(mail)[0].startswith("Hi,\n") and "2026" not in parts(mail)[0]
+
+
+def test_both_parts_are_quoted_printable_utf8_and_the_message_keeps_its_lines_without_control_characters(
+    deliver: Deliver, mail_client: FlaskClient, smtp: SmtpServer
+) -> None:
+    deliver(NOTIFY, payload(message="Bring\x07 sunscreen\x1b[31m\nand a hat\tplease"), test_client=mail_client)
+    mail = the_one_email(smtp)
+    plain_part, html_part = mail.get_body(("plain",)), mail.get_body(("html",))
+    assert plain_part is not None and html_part is not None
+    for part in (plain_part, html_part):
+        assert part["Content-Transfer-Encoding"] == "quoted-printable" and part.get_content_charset() == "utf-8"
+    plain, html = parts(mail)
+    assert "Bring sunscreen[31m\nand a hat\tplease" in plain
+    assert "Bring sunscreen[31m<br>and a hat\tplease" in html
+    assert "\x07" not in plain + html and "\x1b" not in plain + html
