@@ -5,7 +5,9 @@ rest and runs the job's step (qjobs.claim). The plain read is skipped for a firs
 of a job that prefetches nothing: such a delivery is almost always new, and the
 transaction's first read is the entry anyway. A job that asked to proceed then finishes
 under its claim: its run is registered so that SIGTERM can give its lease back, and its
-writes commit fenced.
+writes commit fenced. Contention that outlasts those writes' own tries (a batch has none,
+a page transaction five) is no failure: the claim is given back and the delivery answered
+`409 in_progress`, as the claim's own contention is.
 """
 
 import logging
@@ -31,9 +33,10 @@ from qjobs.jobs import (
     ValueT,
     Write,
 )
-from qjobs.ledger import Claim, ClaimLost, Delivery, Ledger
+from qjobs.ledger import CONTENTION_RETRY_AFTER_SECONDS, Claim, ClaimLost, Delivery, Ledger
 from qjobs.logs import DeliveryLog
 from qjobs.shutdown import ActiveRuns, Shutdown
+from qjobs.transactions import is_contention
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,18 @@ def failed_for_now(cause: str) -> ApiError:
     """A job's finish asked to be retried later (a channel down, say): an expected failure
     with a known cause, answered without a stack trace (there is no bug to point at)."""
     return ApiError(500, "job_failed", f"the job failed; QStash will retry it ({cause})")
+
+
+def contended() -> ApiError:
+    """Firestore aborted a commit of the run for another's (two runs of one business object
+    at once): nothing is wrong, and QStash's retry, shortly, carries on from what was
+    committed. Answered as the claim's own contention is, without a stack trace."""
+    return ApiError(
+        409,
+        "in_progress",
+        "the message's writes met contention; retry shortly",
+        headers={"Retry-After": str(CONTENTION_RETRY_AFTER_SECONDS)},
+    )
 
 
 def shutting_down() -> ApiError:
@@ -109,6 +124,8 @@ class JobRunner:
             self._give_back(claim, "job_failed", str(later), later.writes)
             raise failed_for_now(str(later)) from None
         except Exception as error:
+            if is_contention(error):
+                raise self._contended(claim, record) from None
             record.outcome = "failed"
             self._give_back(claim, "job_failed", type(error).__name__)
             raise
@@ -123,8 +140,18 @@ class JobRunner:
         except ClaimLost:
             record.outcome = "claim_lost"
             raise claim_lost() from None
+        except Exception as failure:
+            if is_contention(failure):
+                raise self._contended(claim, record) from None
+            raise
         record.outcome, record.error = "rejected", error.code
         raise non_retryable(error.code, error.message) from None
+
+    def _contended(self, claim: Claim, record: DeliveryLog) -> ApiError:
+        """Give the claim back at once, so that the retry need not wait for the lease."""
+        record.outcome, record.reason = "in_progress", "contended"
+        self._give_back(claim, "contended", "a commit was aborted by contention")
+        return contended()
 
     def _give_back(self, claim: Claim, code: str, message: str, writes: list[Write] | None = None) -> None:
         """Best effort: if Firestore itself is what failed, the lease simply runs out."""

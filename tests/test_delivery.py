@@ -3,6 +3,8 @@ behaviour each payload chooses (tests/apps/probe_main.py)."""
 
 import sys
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -22,6 +24,7 @@ from tests.support import (
     AppFactory,
     Deliver,
     all_at_once,
+    delivery_log_lines,
     error_of,
     in_background,
     new_message_id,
@@ -283,3 +286,78 @@ def test_a_run_claimed_as_sigterm_arrives_gives_its_claim_back_before_working(
     entry = db.collection("jobs").document(message_id).get().to_dict() or {}
     assert entry["status"] == "failed" and entry["lastError"]["code"] == "abandoned"
     assert runs(db, "claimed-late") == 0
+
+
+def writes_page(write: Any) -> bool:
+    return "/documents/pages/" in (write.update.name or write.delete)
+
+
+def writes_counter(write: Any) -> bool:
+    return "/documents/counters/" in (write.update.name or write.delete)
+
+
+def rejects(write: Any) -> bool:
+    return "/documents/jobs/" in write.update.name and write.update.fields["status"].string_value == "rejected"
+
+
+CONTENDED_COMMITS: dict[str, tuple[dict[str, Any], Callable[[Any], bool], int, int]] = {
+    # name: (probe payload, the writes whose commit aborts, commits aborted, the retry's status)
+    "page-batch": ({"mode": "pages", "pages": 2, "pagesBy": "commit"}, writes_page, 1, 200),
+    "page-transaction": ({"mode": "pages", "pages": 2, "pagesBy": "transaction"}, writes_page, 5, 200),
+    "final-commit": ({"mode": "ok"}, writes_counter, 1, 200),
+    "rejection": ({"mode": "permanent"}, rejects, 1, 489),
+}
+
+
+@pytest.mark.parametrize("contended", CONTENDED_COMMITS, ids=list(CONTENDED_COMMITS))
+def test_contention_while_finishing_under_a_claim_gives_the_claim_back_and_is_409(
+    *,
+    deliver: Deliver,
+    make_client: AppFactory,
+    db: firestore.Client,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    contended: str,
+) -> None:
+    """Two runs of one business object at once (two memory-syncs of one conversation) can
+    make Firestore abort a commit of a run under its claim ("Transaction lock timeout"): a
+    batch is never tried again, a page transaction only five times. That is contention, not
+    a failure: the claim is given back at once and the delivery answered 409 with
+    Retry-After, as the claim's own contention is, logged without a stack trace; the retry
+    carries on from what was committed."""
+    client = make_client(PROBE_MAIN)
+    mode, aborts, expected_aborts, retry_status = CONTENDED_COMMITS[contended]
+    commit = FirestoreClient.commit
+    aborted: list[bool] = []
+
+    def lock_timeout(api: FirestoreClient, request: Any = None, **kwargs: Any) -> Any:
+        """The commits holding such writes wait on a lock another run holds, then abort."""
+        if isinstance(request, dict) and any(aborts(write) for write in request.get("writes", [])):
+            aborted.append(True)
+            raise exceptions.Aborted("Transaction lock timeout")  # type: ignore[no-untyped-call]
+        return commit(api, request=request, **kwargs)
+
+    monkeypatch.setattr(FirestoreClient, "commit", lock_timeout)
+    message_id = new_message_id()
+    payload = {"marker": f"contended-{contended}", **mode}
+    response = deliver(PROBE, payload, message_id=message_id, test_client=client)
+    assert error_of(response)[:2] == (409, "in_progress")
+    assert response.headers["Retry-After"] == "2"
+    assert len(aborted) == expected_aborts, "a batch is not tried again; a page transaction five times"
+    entry = db.collection("jobs").document(message_id).get().to_dict() or {}
+    assert entry["status"] == "failed" and entry["lastError"]["code"] == "contended"
+    assert entry["leaseExpiresAt"] <= datetime.now(UTC), "the claim was given back: the retry need not wait"
+    (line,) = delivery_log_lines(capsys.readouterr().out)
+    assert (line["severity"], line["status"], line["error"], line["reason"]) == (
+        "WARNING",
+        409,
+        "in_progress",
+        "contended",
+    )
+    assert "Traceback" not in str(line["message"]) and "@type" not in line
+    monkeypatch.undo()
+    retried = deliver(PROBE, payload, message_id=message_id, retried=1, test_client=client)
+    assert retried.status_code == retry_status, retried.json
+    if retry_status == 200:
+        assert retried.json is not None and retried.json["attempt"] == 2
+        assert counter(db, payload["marker"]) == 1
