@@ -73,3 +73,60 @@ def test_the_trace_is_also_taken_from_traceparent(
     assert client.post(NOTIFY, data=body, headers=headers).status_code == 200
     (line,) = delivery_log_lines(capsys.readouterr().out)
     assert line["logging.googleapis.com/trace"] == f"projects/test-project/traces/{TRACE_ID}"
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "0" * 8000,
+        "Ã©" * 16,
+        TRACE_ID[:-1],
+        TRACE_ID + "0",
+        f"{TRACE_ID}/1;o=1 and more",
+        f"{TRACE_ID}/span;o=1",
+        f"x-{TRACE_ID}",
+        "trace_id_with-word-chars_only",
+    ],
+    ids=["8000-chars", "mojibake", "31-hex", "33-hex", "trailing-text", "span-not-a-number", "prefix", "word-chars"],
+)
+def test_an_x_cloud_trace_context_not_of_the_documented_shape_names_no_trace(
+    make_client: AppFactory, db: firestore.Client, capsys: pytest.CaptureFixture[str], header: str
+) -> None:
+    """`TRACE_ID[/SPAN_ID][;o=OPTIONS]`, TRACE_ID 32 hex digits: anything else names no trace,
+    rather than being copied into every log line of the request (the logging library takes
+    any run of word characters, 8,000 of them or mojibake)."""
+    client = make_client(GOOGLE_CLOUD_PROJECT="test-project")
+    body = encode(NOTIFY_PAYLOAD)
+    headers = {**qstash_headers(NOTIFY, body), "X-Cloud-Trace-Context": header}
+    assert client.post(NOTIFY, data=body, headers=headers).status_code == 200
+    (line,) = delivery_log_lines(capsys.readouterr().out)
+    assert line["logging.googleapis.com/trace"] == "" and line["logging.googleapis.com/spanId"] == ""
+
+
+@pytest.mark.parametrize(
+    ("header", "span", "sampled"),
+    [
+        (TRACE_ID, "", False),
+        (f"{TRACE_ID};o=1", "", True),
+        (f"{TRACE_ID}/1;o=1", "0000000000000001", True),
+        (f"{TRACE_ID}/17;o=0", "0000000000000011", False),
+        (TRACE_ID.upper(), "", False),
+    ],
+)
+def test_an_x_cloud_trace_context_of_the_documented_shape_names_its_trace(
+    *,
+    make_client: AppFactory,
+    db: firestore.Client,
+    capsys: pytest.CaptureFixture[str],
+    header: str,
+    span: str,
+    sampled: bool,
+) -> None:
+    client = make_client(GOOGLE_CLOUD_PROJECT="test-project")
+    body = encode(NOTIFY_PAYLOAD)
+    headers = {**qstash_headers(NOTIFY, body), "X-Cloud-Trace-Context": header}
+    assert client.post(NOTIFY, data=body, headers=headers).status_code == 200
+    (line,) = delivery_log_lines(capsys.readouterr().out)
+    assert line["logging.googleapis.com/trace"] == f"projects/test-project/traces/{TRACE_ID}"
+    assert line["logging.googleapis.com/spanId"] == span
+    assert line["logging.googleapis.com/trace_sampled"] is sampled
