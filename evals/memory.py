@@ -8,10 +8,11 @@ category the data labels is a false positive, unless the turn marks that categor
 labels no `remove` (a withdrawal), so every `remove` it is given is counted, and shown.
 
 The file is split by dialogue: sha256 of the id up to its last `:`, mod 10 < 3, is the check set,
-never looked at while tuning; the rest is the tuning set. Both are reported. A tool, not a test: it
-prints figures and asserts nothing.
+never looked at while tuning; the rest is the tuning set. Both are reported, then the conversation
+set (evals/conversations.py: whole conversations, scored on the memory they leave, which single
+turns cannot show). A tool, not a test: it prints figures and asserts nothing.
 
-    make eval-memory                             # both sets, by category
+    make eval-memory                             # both sets by category, then the conversation set
     make eval-memory ARGS="--show misses --category budget --set tune --limit 30"
 """
 
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evals import conversations
 from qjobs.memory.extract import Extractor, RuleExtractor, Statement
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -202,9 +204,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="eval-memory", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("MEMORY_EVAL_DATA") or DEFAULT_DATA))
     parser.add_argument("--set", choices=("check", "tune", "both"), default="both")
-    parser.add_argument("--show", choices=("misses", "wrong", "removes"), help="list examples from the tuning set")
+    parser.add_argument(
+        "--show",
+        choices=("misses", "wrong", "removes"),
+        help="list examples from the tuning set (misses: and every conversation's mismatches)",
+    )
     parser.add_argument("--category", help="only examples of this category")
     parser.add_argument("--limit", type=int, default=40)
+    parser.add_argument("--conversations", type=Path, default=conversations.DEFAULT_DATA)
     return parser.parse_args(argv)
 
 
@@ -212,6 +219,7 @@ def main(argv: list[str] | None = None, extractor: Extractor | None = None) -> i
     args = parse_args(argv)
     if not args.data.exists():
         print(f"eval-memory: no data at {args.data} (set MEMORY_EVAL_DATA or --data)", file=sys.stderr)
+        conversations.run(args.conversations, args.show == "misses", args.category)
         return 1
     cases = load(args.data)
     labelled = labelled_categories(cases)
@@ -231,7 +239,7 @@ def main(argv: list[str] | None = None, extractor: Extractor | None = None) -> i
     if args.show:
         example_set = "check set" if args.set == "check" else "tuning set"
         print_examples(reports[example_set], args.show, args.category, args.limit)
-    return 0
+    return conversations.run(args.conversations, args.show == "misses", args.category)
 
 
 if __name__ == "__main__":
