@@ -58,8 +58,10 @@ check-deploy: $(STAMP)
 	$(BIN)/python -m qjobs.devtools.check_deploy
 
 # How well memory-sync's extractor reads real user turns (../shared/data, see evals/memory.py):
-# precision and recall by category on a tuning set and a check set; prints, never asserts.
-# `make eval-memory ARGS="--show misses --category budget"` lists examples from the tuning set.
+# precision and recall by category on a tuning set and a check set; then the memory it derives from
+# whole conversations (evals/conversations.jsonl, see evals/conversations.py), by kind of field.
+# Prints, never asserts. `make eval-memory ARGS="--show misses --category budget"` lists examples
+# from the tuning set and each conversation's mismatches.
 eval-memory: $(STAMP)
 	$(BIN)/python -m evals.memory $(ARGS)
 
