@@ -9,20 +9,26 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import firestore
+from qstash import QStash
+from qstash.message import PublishResponse
 
 from qjobs.cli import parser
 from qjobs.cli.common import Environment
 from qjobs.cli.jobs import list_query
+from qjobs.config import DEV_CURRENT_SIGNING_KEY
+from qjobs.devtools.broker import DEV_TOKEN, start_broker
 from qjobs.devtools.emulator import free_port
+from qjobs.signature import verify_signature
 from tests.cli import bad_usage, one_line_error, qjobs
-from tests.receivers import QStashRecorder
-from tests.support import MEMORY, NOTIFY, ROOT, AppFactory, Deliver, new_message_id
+from tests.receivers import QStashRecorder, ScriptedReceiver
+from tests.support import MEMORY, NOTIFY, ROOT, AppFactory, Deliver, new_message_id, wait_until
 
 FAILED = "/api/jobs/failed"
 Capture = pytest.CaptureFixture[str]
@@ -467,3 +473,117 @@ def test_a_command_help_says_what_it_does_not_what_its_parent_does(
 ) -> None:
     shown = " ".join(qjobs(capsys, *command, "--help").out.split())
     assert own.description and " ".join(parent.description.split()) not in shown
+
+
+# --- promises of docs/operations.md ------------------------------------------------------
+
+
+def ledger_entry(db: firestore.Client, message_id: str, updated: datetime, **fields: Any) -> None:
+    """A ledger entry as the service writes it (the parts `jobs` reads)."""
+    entry = {"job": "notify-collaborators", "status": "succeeded", "attempts": 1, "retried": 0, "updatedAt": updated}
+    db.collection("jobs").document(message_id).set({**entry, **fields})
+
+
+def test_jobs_list_breaks_ties_by_message_id_newest_first_and_reads_a_zoneless_time_as_utc(
+    db: firestore.Client, capsys: Capture
+) -> None:
+    """Entries updated at the same instant (decided): by message id, descending, as Firestore
+    orders the rest of the key; the order holds across the pages the list reads."""
+    noon = datetime(2026, 6, 1, 12, tzinfo=UTC)
+    for message_id in ("msg_b", "msg_d", "msg_a", "msg_c"):
+        ledger_entry(db, message_id, noon)
+    ledger_entry(db, "msg_earlier", noon - timedelta(seconds=1))
+
+    def listed(*argv: str) -> list[str]:
+        return [row["messageId"] for row in qjobs(capsys, "jobs", "list", *argv, "--json").json()]
+
+    assert listed() == ["msg_d", "msg_c", "msg_b", "msg_a", "msg_earlier"]
+    assert listed("--limit=2") == ["msg_d", "msg_c"]
+    assert listed("--since=2026-06-01T12:00:00") == ["msg_d", "msg_c", "msg_b", "msg_a"], "no zone: UTC"
+    assert listed("--since=2026-06-01T14:00:00+02:00") == ["msg_d", "msg_c", "msg_b", "msg_a"]
+
+
+@pytest.mark.parametrize(("age", "seconds"), [("30m", 1800), ("2h", 7200), ("3d", 259200)])
+def test_jobs_list_since_an_age(db: firestore.Client, capsys: Capture, age: str, seconds: int) -> None:
+    now = datetime.now(UTC)
+    ledger_entry(db, "msg_inside", now - timedelta(seconds=seconds - 60))
+    ledger_entry(db, "msg_outside", now - timedelta(seconds=seconds + 60))
+    rows = qjobs(capsys, "jobs", "list", f"--since={age}", "--json").json()
+    assert [row["messageId"] for row in rows] == ["msg_inside"]
+
+
+def test_a_failure_callbacks_own_failed_entry_stays_failed(db: firestore.Client, capsys: Capture) -> None:
+    """Its retries are QStash's to decide, not a policy's: `failed`, and `jobs show` says QStash may retry it."""
+    ledger_entry(db, "msg_report", datetime.now(UTC), job="failure-callback", status="failed")
+    (row,) = qjobs(capsys, "jobs", "list", "--json").json()
+    assert (row["status"], row["nextAttemptAt"]) == ("failed", None)
+    assert "QStash may retry it" in " ".join(qjobs(capsys, "jobs", "show", "msg_report").out.split())
+
+
+def test_jobs_reads_the_ledger_collection_the_service_writes(
+    db: firestore.Client, capsys: Capture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db.collection("ledger-2").document("msg_elsewhere").set(
+        {"job": "memory-sync", "status": "succeeded", "attempts": 1, "updatedAt": datetime.now(UTC)}
+    )
+    monkeypatch.setenv("LEDGER_COLLECTION", "ledger-2")
+    assert [row["messageId"] for row in qjobs(capsys, "jobs", "list", "--json").json()] == ["msg_elsewhere"]
+    assert qjobs(capsys, "jobs", "show", "msg_elsewhere", "--json").json()["ledger"]["job"] == "memory-sync"
+
+
+@pytest.fixture
+def service_recorder() -> Iterator[QStashRecorder]:
+    """A service that records what it is sent (and answers 201)."""
+    recorder = QStashRecorder()
+    yield recorder
+    recorder.stop()
+
+
+def test_send_signs_what_it_sends_as_given_with_the_development_key_by_default(
+    service_recorder: QStashRecorder, capsys: Capture, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A file is sent as it is (malformed on purpose, here); `--retried` sets `Upstash-Retried`;
+    `--signed-url` is the URL signed; without QSTASH_CURRENT_SIGNING_KEY the development key signs."""
+    monkeypatch.delenv("QSTASH_CURRENT_SIGNING_KEY", raising=False)
+    body = tmp_path / "odd.json"
+    body.write_bytes(b'{"not": "closed"')
+    signed_for = "https://jobs.example.test/api/jobs/notify-collaborators"
+    argv = ["--body", str(body), "--retried=2", f"--signed-url={signed_for}", f"--service={service_recorder.url}"]
+    assert qjobs(capsys, "send", NOTIFY, *argv).status == 0
+    (received,) = service_recorder.received
+    assert received.path == NOTIFY and received.body == b'{"not": "closed"'
+    assert received.headers["upstash-retried"] == "2"
+    token = received.headers["upstash-signature"]
+    verify_signature(token, body=received.body, url=signed_for, keys=[DEV_CURRENT_SIGNING_KEY], leeway=0)
+
+
+@pytest.fixture
+def dead_letters(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """A broker whose dead-letter queue holds three messages (their ids, oldest first)."""
+    running = start_broker(environ={})
+    destination = ScriptedReceiver()
+    destination.script.extend([(400, {})] * 3)
+    try:
+        client = QStash(DEV_TOKEN, base_url=running.url, retry=False)
+        ids = []
+        for n in range(3):
+            sent = client.message.publish_json(url=destination.url, body={"n": n}, retries=0)
+            assert isinstance(sent, PublishResponse)
+            ids.append(sent.message_id)
+            wait_until(lambda: len(running.broker.dead_letters) == len(ids), "dead-lettered")
+        monkeypatch.setenv("QSTASH_URL", running.url)
+        monkeypatch.setenv("QSTASH_TOKEN", DEV_TOKEN)
+        yield ids
+    finally:
+        destination.stop()
+        running.stop()
+
+
+def test_dlq_list_pages_by_count_and_says_where_to_go_on(dead_letters: list[str], capsys: Capture) -> None:
+    first = qjobs(capsys, "dlq", "list", "--count=2")
+    lines = first.out.splitlines()
+    assert [line.split()[1] for line in lines[1:3]] == dead_letters[:2]
+    assert lines[-1].startswith("more: --cursor ")
+    rest = qjobs(capsys, "dlq", "list", "--count=2", *lines[-1].removeprefix("more: ").split())
+    assert [line.split()[1] for line in rest.out.splitlines()[1:]] == dead_letters[2:]
+    assert "more:" not in rest.out
