@@ -1,12 +1,16 @@
 """Assembly of the entry point: configuration, logging, the Flask app's limits and error
-pages, the SIGTERM hook, and the one HTTP function functions-framework serves."""
+pages (the server's own too), the SIGTERM hook, and the one HTTP function
+functions-framework serves."""
 
+import json
 import os
+import socket
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import flask
+from gunicorn import util as gunicorn_util
 from werkzeug.exceptions import HTTPException
 
 from qjobs.config import ConfigError, Settings, load_settings
@@ -36,6 +40,7 @@ def build_entry_point(routes: Mapping[str, JobSpec[Any]], environ: Mapping[str, 
     if flask.has_app_context():
         configure_flask(flask.current_app, settings)
     install_worker_hook(pipeline.shutdown.begin)
+    install_server_error_pages()
 
     def jobs(request: flask.Request) -> flask.Response:
         return pipeline.handle(request)
@@ -66,3 +71,25 @@ def _framework_error(error: HTTPException) -> flask.Response:
 
 def _crash(_: Exception) -> flask.Response:
     return error_response(job_failed())
+
+
+def install_server_error_pages() -> None:
+    """gunicorn answers a request it cannot parse (a header over 8190 bytes: 431; a request
+    line it cannot read: 400) itself, before any app, with an HTML page. Its one writer of
+    those answers, `gunicorn.util.write_error`, looked up at each call, is replaced before
+    the fork (as the SIGTERM hook is) by one that writes the service's JSON error shape. It
+    names the status only: gunicorn's own text would echo the request."""
+    if getattr(gunicorn_util.write_error, "__qjobs__", False):
+        return
+
+    def write_error(sock: socket.socket, status_int: int, reason: str, mesg: str) -> None:
+        code = reason.lower().replace(" ", "_")
+        body = json.dumps({"error": code, "message": f"the request could not be read: {reason}"}).encode()
+        head = (
+            f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
+        gunicorn_util.write_nonblock(sock, head.encode("latin-1") + body)
+
+    write_error.__qjobs__ = True  # type: ignore[attr-defined]
+    gunicorn_util.write_error = write_error

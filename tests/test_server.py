@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -266,3 +267,42 @@ def test_a_chunked_body_of_exactly_the_cap_is_read_and_one_byte_more_is_refused(
         assert answer.status_code == expected, answer.text
         assert "Content-Length" not in answer.request.headers
     assert answer.json()["error"] == "payload_too_large"
+
+
+def raw_request(server: Server, request: bytes) -> tuple[int, str, bytes]:
+    """Send bytes as they are (requests would refuse to send most of these) and read the
+    whole answer: (status, Content-Type, body)."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as connection:
+        connection.sendall(request)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), headers.get("Content-Type", ""), body
+
+
+def test_the_servers_own_refusals_have_the_services_error_shape(
+    service_env: dict[str, str], db: firestore.Client, servers: list[Server], tmp_path: Path
+) -> None:
+    """gunicorn answers a request it cannot parse before the app sees it (a header too
+    large, a request line malformed): those answers are JSON in the service's one shape
+    too, not an HTML page, and echo nothing of the request."""
+    server = start_server(service_env, tmp_path / "server.log")
+    servers.append(server)
+    host = f"Host: 127.0.0.1:{server.port}\r\n".encode()
+    cases = {
+        "header too large": (
+            b"POST " + NOTIFY.encode() + b" HTTP/1.1\r\n" + host + b"X-Big: " + b"x" * 9000 + b"\r\n\r\n",
+            (431, "request_header_fields_too_large"),
+        ),
+        "request line malformed": (b"POST /<script> HTTP/1.1 extra\r\n" + host + b"\r\n", (400, "bad_request")),
+    }
+    for case, (request, (status, code)) in cases.items():
+        answered, content_type, body = raw_request(server, request)
+        assert (answered, content_type) == (status, "application/json"), (case, body[:200])
+        error = json.loads(body)
+        assert set(error) == {"error", "message"} and error["error"] == code, case
+        assert b"script" not in body and b"xxxx" not in body, case
+    assert requests.get(f"{server.url}/health", timeout=10).status_code == 200
