@@ -10,11 +10,12 @@ external channels the job is done in the transaction: the event record and the i
 entries commit with the ledger's success mark. With channels, the same commit holds the
 claim and the deliveries `pending`; `finish` attempts each pending delivery and its
 outcomes commit with the success mark, or, when some failed for a reason a retry can fix,
-with the failure, so that QStash's retry attempts only what is still pending.
+with the failure, so that QStash's retry attempts only what is still pending. A run long
+enough to need it commits outcomes on the way, renewing its claim (`Progress`).
 """
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from google.cloud.firestore_v1.document import DocumentReference
@@ -31,6 +32,7 @@ from qjobs.jobs import (
     JobContext,
     JobResult,
     JobSpec,
+    JobStopped,
     Proceed,
     PublishPolicy,
     ReadContext,
@@ -155,17 +157,65 @@ def step(payload: NotifyCollaboratorsPayload, ctx: StepContext) -> Done | Procee
 
 
 def finish(payload: NotifyCollaboratorsPayload, plan: Plan, ctx: JobContext) -> JobResult:
-    """Attempt every pending delivery; the outcomes commit with the success mark, or with
-    the failure when some must be tried again, and either way the event is let go."""
+    """Attempt every pending delivery; the outcomes not committed on the way (`Progress`)
+    commit with the success mark, or with the failure when some must be tried again, and
+    either way the event is let go."""
     channels = Channels.from_settings(ctx.settings)
+    progress = Progress(plan, ctx)
     emails_due = sum(1 for recipient in plan.recipients if is_pending(recipient.email))
-    writes = deliver_emails(plan, channels.email) if channels.email else []
-    if channels.webhook:
+    if channels.email:
+        deliver_emails(plan, channels.email, progress)
+    if channels.webhook and is_pending(plan.event["webhook"]):
+        progress.before_send()
         plan.event["webhook"] = channels.webhook.deliver(plan.event["webhook"], plan.refs.key, webhook_body(plan.event))
-    writes.append(Write(plan.refs.event, {"webhook": plan.event["webhook"], "deliveringBy": None}, merge=True))
+    writes = [
+        *progress.writes,
+        Write(plan.refs.event, {"webhook": plan.event["webhook"], "deliveringBy": None}, merge=True),
+    ]
     if plan.pending(channels):
         raise RetryLater(outage(plan, channels, emails_due), writes)
     return JobResult(result=summary(plan, channels), writes=writes)
+
+
+class Progress:
+    """The outcomes not committed yet, and the claim kept while the sends take their time.
+
+    Many recipients or a slow SMTP server can make a run last longer than its lease
+    (JOB_LEASE_SECONDS): QStash's retry would then take the message over while the run
+    still works, and both would send every email. So before each send, once a third of
+    the lease has passed since the claim was last renewed, the outcomes so far commit
+    with a renewal of the claim (`commit_page`, fenced) and of this message's hold on the
+    event (`deliveringBy`, which a replay under another message id waits for). A run that
+    keeps working keeps both; a run that lost its claim learns it there (`ClaimLost`) and
+    sends nothing more. A few fast sends renew nothing: their outcomes commit once, with
+    the success mark.
+
+    Once the instance is shutting down (`should_stop`), the run stops before the next
+    send: the outcomes so far commit, the hold on the event is let go, and the message is
+    given back (`JobStopped`), so that QStash's retry sends only what is left instead of
+    what this run sent after its claim was given back at the end of the grace period."""
+
+    def __init__(self, plan: Plan, ctx: JobContext) -> None:
+        self.plan, self.ctx = plan, ctx
+        self.lease = timedelta(seconds=ctx.settings.job_lease_seconds)
+        self.writes: list[Write] = []
+
+    def record(self, write: Write) -> None:
+        self.writes.append(write)
+
+    def before_send(self) -> None:
+        if self.ctx.should_stop():
+            self.commit(None)
+            raise JobStopped("the instance is shutting down")
+        held_until: datetime = self.plan.event["deliveringBy"]["until"]
+        if held_until - datetime.now(UTC) <= self.lease * 2 / 3:
+            self.commit({"messageId": self.ctx.message_id, "until": datetime.now(UTC) + self.lease})
+
+    def commit(self, hold: Data | None) -> None:
+        """The outcomes so far, and the hold on the event renewed (or let go: None)."""
+        self.ctx.commit_page([*self.writes, Write(self.plan.refs.event, {"deliveringBy": hold}, merge=True)])
+        self.plan.event["deliveringBy"] = hold
+        self.writes = []
 
 
 def outage(plan: Plan, channels: Channels, emails_due: int) -> str:
@@ -183,17 +233,20 @@ def outage(plan: Plan, channels: Channels, emails_due: int) -> str:
     return "; ".join(causes)
 
 
-def deliver_emails(plan: Plan, channel: EmailChannel) -> list[Write]:
-    """Send every pending email (those whose address went missing or bad since are
-    skipped); the writes recording the outcomes."""
-    due = [(recipient, address_problem(recipient.user)) for recipient in plan.recipients if is_pending(recipient.email)]
-    sent = iter(channel.deliver([(r.email, email_for(plan, r, channel)) for r, problem in due if problem is None]))
-    writes = []
-    for recipient, problem in due:
-        state = next(sent) if problem is None else {**recipient.email, "status": "skipped", "reason": problem}
-        recipient.inbox = {**(recipient.inbox or {}), "delivery": {"email": state}}
-        writes.append(Write(recipient.ref, {"delivery": {"email": state}}, merge=True))
-    return writes
+def deliver_emails(plan: Plan, channel: EmailChannel, progress: Progress) -> None:
+    """Send every pending email, one after the other over one connection (those whose
+    address went missing or bad since are skipped), each outcome recorded in `progress`,
+    which keeps the claim before each send."""
+    with channel.session() as session:
+        for recipient in [recipient for recipient in plan.recipients if is_pending(recipient.email)]:
+            problem = address_problem(recipient.user)
+            if problem is None:
+                progress.before_send()
+                state = session.deliver(recipient.email, email_for(plan, recipient, channel))
+            else:
+                state = {**recipient.email, "status": "skipped", "reason": problem}
+            recipient.inbox = {**(recipient.inbox or {}), "delivery": {"email": state}}
+            progress.record(Write(recipient.ref, {"delivery": {"email": state}}, merge=True))
 
 
 def email_for(plan: Plan, recipient: Recipient, channel: EmailChannel) -> Email:

@@ -10,7 +10,7 @@ import smtplib
 import ssl
 import unicodedata
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from email import policy
 from email.header import Header
@@ -155,6 +155,10 @@ class Mailer:
             return SendResult("retry", f"connection: {type(error).__name__}")
         return SendResult("sent")
 
+    def deliver(self, state: DeliveryState, email: Email) -> DeliveryState:
+        """The pending delivery's next state, `email` sent."""
+        return next_state(state, self.send(email))
+
     def _connect(self) -> smtplib.SMTP:
         if self._connection is None:
             self._connection = open_connection(self.server, self.timeout)
@@ -214,15 +218,7 @@ class EmailChannel:
     trip_url_template: str | None = None
     """TRIP_URL_TEMPLATE: where an email links to, `{tripId}` replaced."""
 
-    def send_all(self, emails: list[Email]) -> list[SendResult]:
-        """One connection for all of them; one outcome per email, in order."""
-        if not emails:
-            return []
-        with mailer(self.server, self.sender, self.unsubscribe_url, self.timeout) as session:
-            return [session.send(email) for email in emails]
-
-    def deliver(self, pending: list[tuple[DeliveryState, Email]]) -> list[DeliveryState]:
-        """The next state of each pending delivery, in order, its email sent (one connection
-        for all)."""
-        results = self.send_all([email for _, email in pending])
-        return [next_state(state, result) for (state, _), result in zip(pending, results, strict=True)]
+    def session(self) -> AbstractContextManager[Mailer]:
+        """One connection for all the emails of a job, opened at the first send (none if
+        nothing is sent) and closed at the end, however it ends."""
+        return mailer(self.server, self.sender, self.unsubscribe_url, self.timeout)
