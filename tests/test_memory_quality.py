@@ -165,3 +165,39 @@ def test_a_kind_of_place_named_for_something_else_states_nothing(text: str) -> N
 )  # fmt: skip
 def test_alternatives_and_request_forms_without_a_request_verb(text: str, expected: list[tuple[str, str, Any]]) -> None:
     assert [(s.category, s.op, s.value) for s in EXTRACTOR.extract(text)] == expected
+
+
+def test_places_loved_and_avoided_are_destinations_and_the_later_stance_wins(
+    deliver: Deliver, paged: FlaskClient, db: firestore.Client
+) -> None:
+    conversation = Conversation(db, "u-places")
+    conversation.append(
+        [
+            ("user", "I absolutely love Lisbon!"),
+            ("user", "I never want to see Cancún again."),
+            ("user", "I'd love to go back to Kyoto someday."),
+            ("user", "Honestly I hated Kyoto last time, too crowded."),
+            ("user", "My wife loves Paris."),
+        ]
+    )
+    assert sync(deliver, paged, conversation, "incremental").status_code == 200
+    destinations = db.collection("users/u-places/preferences").document("destinations").get().to_dict() or {}
+    assert destinations["value"] == {"love": ["Lisbon"], "avoid": ["Cancun", "Kyoto"]}
+    assert [item["value"] for item in destinations["items"]] == [
+        {"place": "Lisbon", "stance": "love"},
+        {"place": "Cancun", "stance": "avoid"},
+        {"place": "Kyoto", "stance": "avoid"},
+    ], "one item per place, in the order first named; the later stated stance wins"
+    assert companions(db, "u-places")["wife"]["preferences"] == {"destinations": {"love": ["Paris"], "avoid": []}}
+
+
+@pytest.mark.parametrize("sentence", ["In Madrid we'd love to see the Prado.", "We'd love to see the Prado in Madrid."])
+def test_places_planned_for_this_trip_are_the_summarys_plans_however_the_sentence_is_ordered(
+    deliver: Deliver, paged: FlaskClient, db: firestore.Client, sentence: str
+) -> None:
+    conversation = Conversation(db, "u-plans")
+    conversation.append([("user", "We want to plan a trip to Spain in June."), ("user", sentence)])
+    assert sync(deliver, paged, conversation, "incremental").status_code == 200
+    summary = db.collection("users/u-plans/conversationSummaries").document(conversation.id).get().get("summary")
+    assert f"Plans: {sentence}" in summary
+    assert not db.collection("users/u-plans/preferences").document("destinations").get().exists, "a plan is no stance"

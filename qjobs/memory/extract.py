@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from qjobs.memory.clauses import AVERSION, DISLIKE, LIKING, TOLERANCE, Clause, clauses, split_sentences
+from qjobs.memory.destinations import destinations
 from qjobs.memory.finders import FINDERS, Mention
 from qjobs.memory.holders import SELF, holder_of
 from qjobs.memory.references import names_something_else
@@ -80,7 +81,7 @@ class RuleExtractor:
         """Every value mentioned, in order; a span of text is read once."""
         found: list[Mention] = []
         used: list[tuple[int, int]] = []
-        for finder in FINDERS:
+        for finder in (*FINDERS, destinations):
             for mention in finder(clause):
                 found.append(mention)
                 used.append((mention.start, mention.end))
@@ -99,13 +100,16 @@ def overlaps(span: tuple[int, int], used: list[tuple[int, int]]) -> bool:
 def statements_of(clause: Clause, mentions: list[Mention]) -> list[Statement]:
     """What the clause states: one statement per mention it states, the first mention only
     for a scalar category ("we prefer apartments over hotels" is about apartments)."""
-    left_open = open_categories(clause, mentions)
-    statements: list[Statement] = []
     offset = max(clause.sentence.find(clause.text), 0)
+    holders = [
+        holder_of(clause.message, clause.sentence.lower(), offset + mention.start, offset + mention.end)
+        for mention in mentions
+    ]
+    left_open = open_categories(clause, mentions, holders)
+    statements: list[Statement] = []
     positive: dict[tuple[str, str], tuple[int, Mention]] = {}
     """A scalar category's value stated so far in the clause, by (holder, category)."""
-    for mention in mentions:
-        holder = holder_of(clause.message, clause.sentence.lower(), offset + mention.start, offset + mention.end)
+    for mention, holder in zip(mentions, holders, strict=True):
         key = (holder, mention.category)
         earlier = positive.get(key)
         replaces = earlier is not None and PREFERRED_INSTEAD.search(clause.between(earlier[1].end, mention.start))
@@ -132,12 +136,14 @@ PREFERRED_INSTEAD = re.compile(
 room, ideally a guesthouse", "the hotel should be a guesthouse")."""
 
 
-def open_categories(clause: Clause, mentions: list[Mention]) -> set[str]:
+def open_categories(clause: Clause, mentions: list[Mention], holders: list[str]) -> set[str]:
     """Categories the clause leaves open: by name ("any price range"), or by naming two
-    values as alternatives ("business or economy", "either a hotel or a house")."""
+    values as alternatives ("business or economy", "either a hotel or a house"). Two values
+    of two people are no alternatives ("I'm vegetarian and my partner is gluten free, so
+    restaurants need to handle both")."""
     left_open = set(clause.named_open)
-    for first, second in itertools.pairwise(mentions):
-        if first.category == second.category and first.value != second.value:
+    for (first, first_holder), (second, second_holder) in itertools.pairwise(zip(mentions, holders, strict=True)):
+        if first.category == second.category and first.value != second.value and first_holder == second_holder:
             joined = clause.between(first.end, second.start)
             if re.search(r"\bor\b|/", joined) or clause.open_choice:
                 left_open.add(first.category)

@@ -13,7 +13,9 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from qjobs.memory.destinations import stance_on
 from qjobs.memory.extract import split_sentences
+from qjobs.memory.places import find_places
 
 SUMMARY_MAX_CHARS = 1000
 MAX_KEYWORDS = 20
@@ -118,9 +120,26 @@ def classify(sentence: str, has_request: bool) -> str | None:
         return "decision"
     if not has_request and REQUEST_CUE.search(sentence):
         return "request"
-    if DATE.search(sentence) or PLACE.search(sentence):
+    if DATE.search(sentence) or PLACE.search(sentence) or planned_places(sentence):
         return "plan"
     return None
+
+
+DEPARTURE = re.compile(
+    r"\b(?:from|leaving|leave|out of|depart(?:ing)?|fly(?:ing)? out of|live in|living in|based in|home in|home is"
+    r"|connect(?:ing)? (?:in|through|via)|layover in|stopover in|via)\s+(?:the\s+)?$"
+)
+"""A place the trip leaves from or passes through, not one it is for."""
+
+
+def planned_places(sentence: str) -> bool:
+    """The sentence names a place the trip is for, and not as one the user loves or avoids
+    (those are destinations) nor as where it leaves from: "In Madrid we'd love to see the Prado"."""
+    lowered = sentence.lower()
+    return any(
+        stance_on(lowered, place.start, place.end) is None and DEPARTURE.search(lowered[: place.start]) is None
+        for place in find_places(sentence)
+    )
 
 
 def notes_of(content: str, message_id: str, stated_at: str, has_request: bool) -> list[Note]:

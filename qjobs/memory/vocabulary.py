@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 Polarity = Literal["identity", "fixed", "given", "choice", "liking", "interest", "aversion"]
 
-LIST_CATEGORIES = frozenset({"dietary", "interests", "avoid", "airlines"})
+LIST_CATEGORIES = frozenset({"dietary", "interests", "avoid", "airlines", "destinations"})
 SCALAR_CATEGORIES = frozenset({"seat", "cabinClass", "accommodation", "budget", "homeAirport", "hotelClass"})
 CATEGORIES = LIST_CATEGORIES | SCALAR_CATEGORIES
 
