@@ -3,8 +3,11 @@ its queries need. Publishing and the dead-letter queue, which need the broker an
 service, are in test_cli_loop.py."""
 
 import json
+import os
 import re
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,20 +24,31 @@ from qstash.message import PublishResponse
 
 from qjobs.cli import parser
 from qjobs.cli.common import Environment
+from qjobs.cli.erase import REMOVED
 from qjobs.cli.jobs import list_query
 from qjobs.config import DEV_CURRENT_SIGNING_KEY
 from qjobs.devtools.broker import DEV_TOKEN, start_broker
-from qjobs.devtools.emulator import free_port
+from qjobs.devtools.emulator import Emulator, free_port
+from qjobs.devtools.run_local import ENV_FILE
 from qjobs.signature import verify_signature
 from tests.cli import bad_usage, one_line_error, qjobs
 from tests.receivers import QStashRecorder, ScriptedReceiver
-from tests.support import MEMORY, NOTIFY, ROOT, AppFactory, Deliver, new_message_id, wait_until
+from tests.support import MEMORY, NOTIFY, PROJECT, ROOT, AppFactory, Deliver, new_message_id, wait_until
 
 FAILED = "/api/jobs/failed"
 Capture = pytest.CaptureFixture[str]
 NOTIFY_FLAGS = ["--trip-id=trip-1", "--event=trip_updated", "--collaborator-ids", "u1", "u2", "--message=Moved"]
 WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 CAMEL_CASE = re.compile(r"[a-z][A-Za-z0-9]*")
+LOCAL_RUN_VARIABLES = ("FIRESTORE_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT", "QSTASH_URL", "QSTASH_TOKEN", "JOBS_BASE_URL")
+
+
+@pytest.fixture(autouse=True)
+def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test runs in a folder of its own, so that the `.emulator/env` of a `make run` in
+    the checkout is never what a command reads."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
 
 
 def notify(**fields: Any) -> dict[str, Any]:
@@ -118,6 +132,33 @@ def test_jobs_list_prints_a_table(deliver: Deliver, db: firestore.Client, capsys
     table = qjobs(capsys, "jobs", "list").out.splitlines()
     assert table[0].split() == ["messageId", "job", "status", "attempts", "updatedAt", "error"]
     assert table[1].split()[:4] == [message_id, "notify-collaborators", "succeeded", "1"]
+
+
+QJOBS = Path(sys.executable).with_name("qjobs")
+"""The console script `make` installs, as an operator runs it."""
+
+
+@pytest.mark.processes
+@pytest.mark.parametrize("argv", [["jobs", "list"], ["jobs", "show", "MESSAGE_ID"]], ids=" ".join)
+def test_output_closed_before_it_was_all_printed_ends_quietly_with_141(
+    argv: list[str], deliver: Deliver, db: firestore.Client
+) -> None:
+    """`qjobs jobs list | head -1`: what it could not print is dropped without a traceback,
+    with the status a tool killed by SIGPIPE has (128 + 13), as `set -o pipefail` sees it."""
+    message_id = delivered(deliver, NOTIFY, notify())
+    reader, writer = os.pipe()
+    os.close(reader)
+    try:
+        done = subprocess.run(
+            [str(QJOBS), *(message_id if arg == "MESSAGE_ID" else arg for arg in argv)],
+            stdout=writer,
+            stderr=subprocess.PIPE,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(writer)
+    assert (done.returncode, done.stderr.decode()) == (141, "")
 
 
 def test_jobs_list_json_has_one_error_field_and_camel_case_keys(
@@ -267,7 +308,13 @@ def test_an_unreachable_qstash_fails_within_the_timeout_in_one_line(
         started = time.monotonic()
         error = one_line_error(qjobs(capsys, *argv))
         assert time.monotonic() - started < BOUND_SECONDS
-    assert f"cannot reach QStash at http://{host} (QSTASH_URL) within 1 s" in error
+    if part == "silent server":
+        assert (
+            f"cannot reach QStash at http://{host} (QSTASH_URL) within 1 s (QJOBS_TIMEOUT_SECONDS): no answer" in error
+        )
+    else:
+        assert f"could not reach QStash at http://{host} (QSTASH_URL): " in error and "Connection refused" in error
+        assert "within" not in error, "a refused connection is not a timeout"
 
 
 def test_the_timeout_defaults_to_10_seconds() -> None:
@@ -284,7 +331,59 @@ def test_a_bad_timeout_setting_is_bad_usage(value: str, capsys: Capture, monkeyp
 def test_without_credentials_it_says_how_to_get_them(capsys: Capture, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("FIRESTORE_EMULATOR_HOST", raising=False)
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", "/nonexistent/key.json")
-    assert "gcloud auth application-default login" in one_line_error(qjobs(capsys, "jobs", "show", "msg_x"))
+    error = one_line_error(qjobs(capsys, "jobs", "show", "msg_x"))
+    assert "gcloud auth application-default login" in error and ".emulator/env" not in error
+
+
+def leave_env_file_of_make_run(folder: Path, emulator: Emulator) -> None:
+    """The `.emulator/env` a `make run` in `folder` writes, its emulator being `emulator`."""
+    (folder / ENV_FILE).parent.mkdir()
+    (folder / ENV_FILE).write_text(
+        f"QSTASH_URL=http://127.0.0.1:{free_port()}\nQSTASH_TOKEN=token\nJOBS_BASE_URL=http://127.0.0.1:{free_port()}\n"
+        f"FIRESTORE_EMULATOR_HOST={emulator.host}\nGOOGLE_CLOUD_PROJECT={PROJECT}\n"
+    )
+
+
+def test_with_none_of_its_variables_set_it_uses_the_make_run_of_the_folder_and_says_so(
+    deliver: Deliver, emulator: Emulator, db: firestore.Client, capsys: Capture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    message_id = delivered(deliver, NOTIFY, notify())
+    leave_env_file_of_make_run(Path.cwd(), emulator)
+    for name in LOCAL_RUN_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    ran = qjobs(capsys, "jobs", "list", "--json")
+    assert ran.status == 0 and [row["messageId"] for row in ran.json()] == [message_id], ran
+    note = "qjobs: none of FIRESTORE_EMULATOR_HOST, QSTASH_URL, QSTASH_TOKEN, JOBS_BASE_URL is set: using .emulator/env"
+    assert ran.err.startswith(note) and len(ran.err.splitlines()) == 1, ran.err
+
+
+def test_with_one_of_its_variables_set_the_file_is_not_read_and_the_error_points_at_it(
+    emulator: Emulator, capsys: Capture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Half of one place and half of another is no place: the variables are read as they are,
+    and the failure says how to use the run of this folder."""
+    leave_env_file_of_make_run(Path.cwd(), emulator)
+    monkeypatch.delenv("FIRESTORE_EMULATOR_HOST", raising=False)
+    monkeypatch.setenv("QSTASH_TOKEN", "token")
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", "/nonexistent/key.json")
+    for argv in (["jobs", "list"], ["erase-user", "u1", "--yes"]):
+        error = one_line_error(qjobs(capsys, *argv))
+        assert "no Google credentials for Firestore" in error and "`export $(cat .emulator/env)`" in error, error
+
+
+def test_without_a_token_it_says_where_one_comes_from(capsys: Capture, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("QSTASH_TOKEN", raising=False)
+    monkeypatch.setenv("QSTASH_URL", f"http://127.0.0.1:{free_port()}")
+    error = one_line_error(qjobs(capsys, "dlq", "list"))
+    assert "QSTASH_TOKEN is required" in error and "`export $(cat .emulator/env)`" in error, error
+    assert "prints" not in error, "make run prints no token"
+
+
+def test_send_without_the_service_url_says_which_to_set(capsys: Capture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not a guess at a local port: an operator always knows where a delivery went."""
+    monkeypatch.delenv("JOBS_BASE_URL", raising=False)
+    error = one_line_error(qjobs(capsys, "send", NOTIFY, "--body", "{}"))
+    assert "--service" in error and "JOBS_BASE_URL" in error and "127.0.0.1:8080" not in error, error
 
 
 def index_needed(query: Any) -> tuple[frozenset[str], tuple[tuple[str, str], ...]] | None:
@@ -340,6 +439,12 @@ def test_every_command_has_help(command: tuple[str, ...], capsys: Capture) -> No
     assert ran.status == 0 and ran.out.startswith("usage: qjobs") and ran.err == ""
 
 
+def test_publish_help_says_what_each_job_does(capsys: Capture) -> None:
+    listed = " ".join(qjobs(capsys, "publish", "--help").out.split())
+    for job in ("notify-collaborators", "memory-sync"):
+        assert f"{job} {job}" not in listed and re.search(rf" {job} (\S+ ){{4}}", listed), listed
+
+
 def test_jobs_list_help_says_which_jobs_never_show_running(capsys: Capture) -> None:
     assert "never shows `running`" in " ".join(qjobs(capsys, "jobs", "list", "--help").out.split())
 
@@ -385,6 +490,20 @@ def test_printing_data_has_a_json_form_wherever_it_prints_data(capsys: Capture) 
         (["dlq", "show", "1/../../v2/queues"], "argument DLQ_ID: '1/../../v2/queues' is not a safe id"),
         (["dlq", "delete", "1?cursor=2"], "argument DLQ_ID: '1?cursor=2' is not a safe id"),
         (["dlq", "replay", "1#x"], "argument DLQ_ID: '1#x' is not a safe id"),
+        (["jobs", "show", "bad id!"], "argument MESSAGE_ID: 'bad id!' is not a safe id"),
+        (
+            ["send", NOTIFY[1:], "--body", "{}"],
+            f"argument PATH: must start with /, as {MEMORY} does, not {NOTIFY[1:]!r}",
+        ),
+        (
+            ["publish", "memory-sync", "--user-id=bad id", "--conversation-id=c1", "--sync-type=full"],
+            "argument --user-id: must be 1-128 letters, digits or _ - . : @",
+        ),
+        (["publish", "notify-collaborators", *NOTIFY_FLAGS, "--message= "], "argument --message: String should have"),
+        (
+            ["publish", "notify-collaborators", *NOTIFY_FLAGS[:3], "u1", "not an id!", "--message=Moved"],
+            "argument --collaborator-ids: must be 1-128 letters, digits or _ - . : @",
+        ),
     ],
     ids=lambda value: " ".join(value) if isinstance(value, list) else "",
 )
@@ -406,6 +525,23 @@ def test_erase_user_json_keys_are_camel_case(db: firestore.Client, capsys: Captu
     erased = qjobs(capsys, "erase-user", "u1", "--yes", "--json").json()
     assert all(CAMEL_CASE.fullmatch(key) for key in keys_of(erased)), sorted(keys_of(erased))
     assert erased["removed"]["userDocuments"] == 1
+
+
+def test_erase_user_json_has_one_shape_whatever_was_left(db: firestore.Client, capsys: Capture) -> None:
+    """Every count, zeros included: a script reads `removed.tripEventsCaused` whether or not
+    the user caused any."""
+    db.collection("users").document("u1").collection("companions").document("c").set({"name": "Bo"})
+    first = qjobs(capsys, "erase-user", "u1", "--yes", "--json").json()
+    assert first == {"userId": "u1", "removed": {**dict.fromkeys(REMOVED, 0), "userDocuments": 1}}
+    again = qjobs(capsys, "erase-user", "u1", "--yes", "--json").json()
+    assert again == {"userId": "u1", "removed": dict.fromkeys(REMOVED, 0)}
+    assert set(REMOVED) == {
+        "conversationDocuments",
+        "userDocuments",
+        "tripEventsReceived",
+        "tripEventsCaused",
+        "notificationsCaused",
+    }, "the keys docs/operations.md lists"
 
 
 @pytest.fixture

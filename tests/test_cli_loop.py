@@ -9,7 +9,7 @@ import pytest
 from google.cloud import firestore
 
 from qjobs.devtools.broker import DEV_TOKEN
-from tests.cli import Ran, one_line_error, qjobs
+from tests.cli import Ran, bad_usage, one_line_error, qjobs
 from tests.loop import Loop
 from tests.support import CURRENT_KEY, NOTIFY, NOTIFY_PAYLOAD, wait_until
 
@@ -65,15 +65,9 @@ def test_send_reports_a_refusal_with_status_1_and_prints_the_answer(
     assert list(db.collection("jobs").stream()) == []
 
 
-@pytest.mark.parametrize(
-    ("argv", "complaint"),
-    [
-        (["send", "api/jobs/x", "--body", "{}"], "the path must start with /"),
-        (["send", NOTIFY, "--body", "{}", "--service", "http://127.0.0.1:9"], "cannot reach http://127.0.0.1:9"),
-    ],
-)
-def test_send_fails_in_one_line(argv: list[str], complaint: str, capsys: Capture) -> None:
-    assert complaint in one_line_error(qjobs(capsys, *argv))
+def test_send_to_a_service_that_does_not_answer_fails_in_one_line(capsys: Capture) -> None:
+    argv = ["send", NOTIFY, "--body", "{}", "--service", "http://127.0.0.1:9"]
+    assert "cannot reach http://127.0.0.1:9" in one_line_error(qjobs(capsys, *argv))
 
 
 # --- publish ---------------------------------------------------------------------------
@@ -104,10 +98,10 @@ def test_publish_memory_sync_with_a_revision_and_a_delay(loop: Loop, db: firesto
     assert loop.broker.broker.messages[published["messageId"]].flow is not None
 
 
-def test_publish_refuses_a_bad_payload_and_sends_nothing(loop: Loop, capsys: Capture) -> None:
+def test_publish_refuses_a_bad_payload_as_bad_usage_and_sends_nothing(loop: Loop, capsys: Capture) -> None:
     before = len(loop.broker.broker.messages)
     bad = qjobs(capsys, "publish", "notify-collaborators", *NOTIFY_FLAGS[:3], "not an id!", "--message=Moved")
-    assert "collaboratorIds.0" in one_line_error(bad)
+    assert "argument --collaborator-ids: must be 1-128 letters" in bad_usage(bad)
     assert len(loop.broker.broker.messages) == before
 
 

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeAlias
 
 import httpx
@@ -17,10 +18,10 @@ from google.cloud import firestore
 from qstash import QStash
 
 from qjobs.config import DEV_CURRENT_SIGNING_KEY
+from qjobs.devtools.run_local import ENV_FILE
 from qjobs.firestore_client import BoundedClient, RpcBudget
 from qjobs.safe_id import is_safe_id
 
-DEFAULT_SERVICE = "http://127.0.0.1:8080"
 DEFAULT_QSTASH = "https://qstash.upstash.io"
 TIMEOUT_VARIABLE = "QJOBS_TIMEOUT_SECONDS"
 DEFAULT_TIMEOUT_SECONDS = 10.0
@@ -29,6 +30,10 @@ of them it cannot reach: an operator learns of an outage in seconds, not minutes
 FIRESTORE_UNREACHABLE = (exceptions.RetryError, exceptions.ServiceUnavailable, exceptions.DeadlineExceeded)
 """What the Firestore client raises when no answer came within the timeout (RetryError:
 the retries of an unavailable server ran out of time)."""
+WHERE_VARIABLES = ("FIRESTORE_EMULATOR_HOST", "QSTASH_URL", "QSTASH_TOKEN", "JOBS_BASE_URL")
+"""The variables that say where the service's parts are. With none of them set, the
+`.emulator/env` of a `make run` in the current folder is read instead."""
+USE_LOCAL_RUN = f"`export $(cat {ENV_FILE})`"
 
 
 Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -90,10 +95,28 @@ class Environment:
     """The same variables the service and the SDK read."""
 
     variables: Mapping[str, str]
+    note: str | None = None
+    """Where the variables came from, when not from the environment alone: said once."""
 
     @classmethod
     def current(cls) -> "Environment":
-        return cls(dict(os.environ))
+        """The process's environment; or, when none of WHERE_VARIABLES is set and a `make run`
+        in the current folder left its `.emulator/env`, that file's variables over it. All
+        of the file or none of it: a variable set by hand means the operator chose where to
+        look, and half of one run's settings with half of another's points at nothing."""
+        environ = dict(os.environ)
+        local_run = Path(ENV_FILE)
+        if any(environ.get(name) for name in WHERE_VARIABLES) or not local_run.is_file():
+            return cls(environ)
+        lines = local_run.read_text().splitlines()
+        found = dict(line.split("=", 1) for line in lines if "=" in line)
+        os.environ.update(found)  # as `export $(cat .emulator/env)` would: the clients read it too
+        note = f"none of {', '.join(WHERE_VARIABLES)} is set: using {ENV_FILE}, the make run of this folder"
+        return cls({**environ, **found}, note)
+
+    def local_run_hint(self) -> str:
+        """How to point at the `make run` of the current folder, when there is one."""
+        return f" (the make run of this folder: {USE_LOCAL_RUN})" if Path(ENV_FILE).is_file() else ""
 
     def get(self, name: str, default: str = "") -> str:
         return self.variables.get(name) or default
@@ -122,7 +145,10 @@ class Environment:
         could enqueue a job twice."""
         token = self.get("QSTASH_TOKEN")
         if not token:
-            raise CliError("QSTASH_TOKEN is required (QStash console; under make run, the token it prints)")
+            raise CliError(
+                "QSTASH_TOKEN is required: the token of the QStash console (Request), "
+                f"or for the broker of a make run, {USE_LOCAL_RUN} in its folder"
+            )
         seconds = self.timeout_seconds()
         client = QStash(token, retry=False, base_url=self.get("QSTASH_URL") or None)
         # The SDK takes no timeout (it waits up to 600 s for an answer): its HTTP client's is set.
@@ -140,17 +166,28 @@ class Environment:
         return f"cannot reach {where} within {self._timeout_text()}: {firestore_reason(error)}"
 
     def qstash_unreachable(self, error: httpx.TransportError) -> str:
-        """The one line saying that QStash did not answer in time, and where it was sought."""
+        """The one line saying that QStash did not answer, where it was sought, and why: in
+        time (a call is made once, so only a timeout took that long), or at all (a refused
+        connection, an unknown host: at once)."""
         url = self.get("QSTASH_URL")
         where = f"QStash at {url} (QSTASH_URL)" if url else f"QStash at {DEFAULT_QSTASH}"
-        why = "no answer" if isinstance(error, httpx.TimeoutException) else (str(error) or type(error).__name__)
-        return f"cannot reach {where} within {self._timeout_text()}: {why}"
+        if isinstance(error, httpx.TimeoutException):
+            return f"cannot reach {where} within {self._timeout_text()}: no answer"
+        return f"could not reach {where}: {str(error) or type(error).__name__}"
 
     def _timeout_text(self) -> str:
         return f"{self.timeout_seconds():g} s ({TIMEOUT_VARIABLE})"
 
     def service(self, given: str | None) -> str:
-        return (given or self.get("JOBS_BASE_URL") or DEFAULT_SERVICE).rstrip("/")
+        """The service's base URL: `given` (--service), else JOBS_BASE_URL. There is no
+        default: a delivery sent to a guessed address would say nothing of where it went."""
+        url = given or self.get("JOBS_BASE_URL")
+        if not url:
+            raise CliError(
+                "the service's URL is needed: --service URL, or JOBS_BASE_URL (its PUBLIC_BASE_URL; "
+                f"for a make run, {USE_LOCAL_RUN} in its folder)"
+            )
+        return url.rstrip("/")
 
     def signing_key(self) -> str:
         return self.get("QSTASH_CURRENT_SIGNING_KEY", DEV_CURRENT_SIGNING_KEY)

@@ -29,7 +29,9 @@ REMOVED = {
     "tripEventsCaused": "trip events it caused",
     "notificationsCaused": "other users' notifications it caused",
 }
-"""What `erase_user` counts, by the key `--json` prints, and as the text says it."""
+"""What `erase_user` counts, by the key `--json` prints (every one of them, zeros too, so
+that the answer has one shape), and as the text says it. A collection added under
+`users/{uid}` later is counted in userDocuments."""
 
 
 def add_parser(commands: Commands) -> None:
@@ -45,7 +47,7 @@ def run(args: argparse.Namespace, env: Environment) -> int:
         raise CliError("not confirmed: nothing was erased")
     removed = erase_user(env.firestore(), args.user_id)
     if args.json:
-        print_json({"userId": args.user_id, "removed": dict(removed)})
+        print_json({"userId": args.user_id, "removed": {what: removed[what] for what in REMOVED}})
         return 0
     if not sum(removed.values()):
         print(f"nothing of user {args.user_id} was left to erase")

@@ -27,6 +27,7 @@ from qjobs.cli.common import (
     print_fields,
     print_json,
     print_table,
+    safe_id,
     time_text,
 )
 from qjobs.config import Settings
@@ -67,7 +68,7 @@ def add_parser(commands: Commands) -> None:
     parser = add_command(commands, "jobs", "read the ledger: one message, or a list", __doc__ or "")
     verbs = parser.add_subparsers(dest="verb", metavar="show|list", required=True)
     show = add_command(verbs, "show", "a message's ledger entry and its dead-letter record", SHOW_DESCRIPTION)
-    show.add_argument("message_id", metavar="MESSAGE_ID")
+    show.add_argument("message_id", metavar="MESSAGE_ID", type=safe_id)
     show.add_argument("--json", action="store_true", help="print it as JSON")
     show.set_defaults(run=run_show)
     listing = add_command(verbs, "list", "the latest ledger entries, newest first", LIST_DESCRIPTION)

@@ -3,6 +3,7 @@ the publishing helpers, so with the job's retry policy, deduplication and failur
 
 There is one flag per payload field, made from the job's own model (`tripId` is
 `--trip-id`; a list takes several values), so a field added to a job is a flag at once.
+A value the model refuses is bad usage of its flag, found before anything is sent.
 """
 
 import argparse
@@ -13,11 +14,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from handlers.memory_sync import MemorySyncPayload
 from handlers.notify_collaborators import NotifyCollaboratorsPayload
-from qjobs.cli.common import CliError, Commands, Environment, add_command, print_json
+from qjobs.cli.common import CliError, Commands, Environment, UsageError, add_command, print_json
+from qjobs.errors import validation_details
 from qjobs.publish import (
     InvalidPayload,
     PublishConfigError,
@@ -39,6 +41,11 @@ def flag(field: str) -> str:
     return "--" + "".join(f"-{char.lower()}" if char.isupper() else char for char in field)
 
 
+SUMMARIES = {
+    "notify-collaborators": "tell a trip's collaborators that something happened to the trip",
+    "memory-sync": "bring a user's travel memory up to date from a conversation",
+}
+"""What each job does, in `qjobs publish --help`'s list."""
 DESCRIPTIONS = {
     "notify-collaborators": """\
 Enqueue notify-collaborators: tell a trip's collaborators that something happened to the
@@ -65,7 +72,7 @@ def add_parser(commands: Commands) -> None:
     parser = add_command(commands, "publish", "enqueue a job through QStash with its policy", __doc__ or "")
     jobs = parser.add_subparsers(dest="job", metavar="JOB", required=True)
     for name, (model, _, takes_revision) in JOBS.items():
-        job = add_command(jobs, name, (model.__doc__ or name).split("\n")[0], DESCRIPTIONS[name] + WHEN)
+        job = add_command(jobs, name, SUMMARIES[name], DESCRIPTIONS[name] + WHEN)
         for field, info in model.model_fields.items():
             add_field(job, field, info.annotation, required=info.is_required())
         if takes_revision:
@@ -120,9 +127,34 @@ def not_before(value: str) -> int:
     return int((when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp())
 
 
+def refused_flags(model: type[BaseModel], payload: dict[str, Any]) -> str | None:
+    """What the job's model refuses in the payload the flags made, said of each flag as
+    argparse says it of a bad value (`argument --user-id: must be ..., not 'bad id'`); None
+    when it accepts the payload."""
+    try:
+        model.model_validate(payload)
+    except ValidationError as error:
+        problems = []
+        for detail in validation_details(error):
+            field, *index = detail.field.split(".")
+            if field not in model.model_fields:
+                problems.append(f"the payload: {detail.message}")
+                continue
+            value = payload.get(field)
+            if index and isinstance(value, list) and index[0].isdigit() and int(index[0]) < len(value):
+                value = value[int(index[0])]
+            shown = f", not {value!r}" if isinstance(value, str) else ""
+            problems.append(f"argument {flag(field)}: {detail.message}{shown}")
+        return "; ".join(problems)
+    return None
+
+
 def run(args: argparse.Namespace, env: Environment) -> int:
     model, helper, takes_revision = JOBS[args.job]
     payload = {field: getattr(args, field) for field in model.model_fields if getattr(args, field) is not None}
+    refused = refused_flags(model, payload)
+    if refused:
+        raise UsageError(refused)
     options: dict[str, Any] = {"delay": args.delay, "not_before": args.not_before}
     if takes_revision:
         options["revision"] = args.revision

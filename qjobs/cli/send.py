@@ -31,17 +31,23 @@ def add_parser(commands: Commands) -> None:
     parser = add_command(
         commands, "send", "sign a body as QStash does and POST it straight to the service", __doc__ or ""
     )
-    parser.add_argument("path", help="the job's path, e.g. /api/jobs/memory-sync")
+    parser.add_argument("path", metavar="PATH", type=job_path, help="the job's path, e.g. /api/jobs/memory-sync")
     parser.add_argument("--body", required=True, help="a JSON file, - for standard input, or the JSON text itself")
-    parser.add_argument(
-        "--service", help="the service's base URL (default: $JOBS_BASE_URL, else http://127.0.0.1:8080)"
-    )
+    parser.add_argument("--service", help="the service's base URL (default: $JOBS_BASE_URL; one of them is required)")
     parser.add_argument("--message-id", help="Upstash-Message-Id (default: a fresh msg_...; reuse one to send a copy)")
     parser.add_argument("--retried", type=bounded_int(0), default=0, help="Upstash-Retried (default 0)")
     parser.add_argument("--signed-url", help="the URL to sign, when not the one sent to (a service behind a proxy)")
     parser.add_argument("--timeout", type=positive_seconds, default=60, help="seconds to wait for the answer")
     parser.add_argument("--json", action="store_true", help="print {status, messageId, answer} as JSON")
     parser.set_defaults(run=run)
+
+
+def job_path(value: str) -> str:
+    """An argparse `type`: a path on the service, which starts with `/` (without it, the
+    URL would name another host or port: `http://127.0.0.1:8080api/...`)."""
+    if not value.startswith("/"):
+        raise argparse.ArgumentTypeError(f"must start with /, as /api/jobs/memory-sync does, not {value!r}")
+    return value
 
 
 def read_body(argument: str) -> bytes:
@@ -84,13 +90,12 @@ def send(request: urllib.request.Request, timeout: float) -> tuple[int, str]:
 
 
 def run(args: argparse.Namespace, env: Environment) -> int:
-    if not args.path.startswith("/"):
-        raise CliError(f"the path must start with /, as /api/jobs/memory-sync does, not {args.path!r}")
+    body = read_body(args.body)  # bad usage, found before anything else
     url = env.service(args.service) + args.path
     message_id = args.message_id or f"msg_{uuid.uuid4().hex}"
     request = build_request(
         url,
-        read_body(args.body),
+        body,
         key=env.signing_key(),
         message_id=message_id,
         retried=args.retried,
