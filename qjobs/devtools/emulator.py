@@ -13,6 +13,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,26 +84,35 @@ class PortTaken(EmulatorError):
     """The port was free when chosen and taken when the emulator bound it."""
 
 
-def start_emulator(port: int | None = None, log_path: Path | None = None, timeout: float = 60) -> Emulator:
+Started = Callable[["subprocess.Popen[bytes]"], object]
+"""Told of each emulator process as soon as it exists, before it answers: whoever must stop
+it if the caller dies while waiting (its process group is its pid)."""
+
+
+def start_emulator(
+    port: int | None = None, log_path: Path | None = None, timeout: float = 60, started: Started | None = None
+) -> Emulator:
     """The emulator on `port`, or on a free port. A free port can be taken between being
     chosen and being bound (the emulator itself first opens a WebSocket server on a port the
     system picks, which may be that one): then another is tried."""
     for _ in range(BIND_ATTEMPTS - 1):
         try:
-            return start_on(port or free_port(), log_path, timeout)
+            return start_on(port or free_port(), log_path, timeout, started)
         except PortTaken:
             if port is not None:
                 raise
-    return start_on(port or free_port(), log_path, timeout)
+    return start_on(port or free_port(), log_path, timeout, started)
 
 
-def start_on(port: int, log_path: Path | None, timeout: float) -> Emulator:
+def start_on(port: int, log_path: Path | None, timeout: float, started: Started | None = None) -> Emulator:
     host = f"127.0.0.1:{port}"
     command = [*find_launcher(), "--host=127.0.0.1", f"--port={port}"]
     with tempfile.TemporaryDirectory() as scratch:
         log_file = log_path or Path(scratch) / "firestore.log"
         with open(log_file, "wb") as log:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        if started is not None:
+            started(process)
         emulator = Emulator(host, process)
         try:
             wait_until_ready(emulator, timeout)

@@ -9,14 +9,27 @@ kernel releases when the holder dies, however it dies, so a lock left by a kille
 taken over; the file only records who holds it, for the refusal's message.
 
 The configuration is checked, with the service's own `Settings`, before anything starts, and
-the ready banner is printed only once the service answers `/health`. It stops all three on
-Ctrl-C (or SIGTERM), whichever way the service ends.
+the ready banner, which also says which of notify-collaborators' channels are on, is printed
+only once the service answers `/health`. It stops all three on Ctrl-C (or SIGTERM), whichever
+way the service ends.
+
+A run killed outright (`kill -9`, a closed terminal) runs no clean-up of its own, so a guard
+does it: a small process of its own session, told of each part as it starts, which stops them
+all when its pipe from the run reaches its end, as it does when the run dies, however it dies.
+A parent-death signal (Linux's PR_SET_PDEATHSIG) would reach only the run's own children:
+the emulator's launcher is a shell script that forks the JVM, which would be left running,
+and the signal does not exist elsewhere (macOS). The lock file also names each part, so
+that if the guard too was killed, the next run can say which processes are left and how to
+stop them.
 """
 
 import contextlib
+import dataclasses
 import fcntl
+import http.client
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -24,14 +37,16 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import IO, cast
+from urllib.parse import urlsplit
 
-from qjobs.config import DEV_CURRENT_SIGNING_KEY, DEV_NEXT_SIGNING_KEY, ConfigError, load_settings
+from qjobs.config import DEV_CURRENT_SIGNING_KEY, DEV_NEXT_SIGNING_KEY, ConfigError, Settings, load_settings
 from qjobs.devtools.broker import DEV_TOKEN
-from qjobs.devtools.emulator import Emulator, EmulatorError, start_emulator
+from qjobs.devtools.emulator import Emulator, EmulatorError, Started, start_emulator
 
 DEV_KEYS = {
     "QSTASH_CURRENT_SIGNING_KEY": DEV_CURRENT_SIGNING_KEY,
@@ -47,6 +62,9 @@ LOCK_FILE = ".emulator/run.lock"
 """Held (flock) by the run that owns the folder; it records that run's process id and URLs."""
 FIRESTORE_LOG = ".emulator/firestore.log"
 BROKER_LOG = ".emulator/broker.log"
+GUARD_LOG = ".emulator/guard.log"
+GUARD_STOP_SECONDS = 10
+"""How long the guard gives the parts of a killed run to stop on SIGTERM before SIGKILL."""
 SERVICE_SOURCE = Path(__file__).resolve().parents[2] / "main.py"
 """The checkout's entry point, by absolute path: the run does not depend on the folder it runs in."""
 READY_SECONDS = 60
@@ -67,6 +85,101 @@ class ConfigurationError(RunError):
 class Ports:
     service: int
     broker: int
+
+
+@dataclass(frozen=True)
+class Part:
+    """A process the run started, as the guard and the lock file's record know it."""
+
+    name: str
+    pid: int
+    group: bool = False
+    """Whether `pid` is that of a process group of its own (the emulator: its launcher and
+    the JVM the launcher forks), which is signalled as a whole."""
+
+    def signal(self, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            (os.killpg if self.group else os.kill)(self.pid, signum)
+
+    def running(self) -> bool:
+        """Whether it (any process of its group) still runs; a zombie, which only awaits its
+        parent's reaping, does not."""
+        proc = Path("/proc")
+        if not proc.is_dir():  # no /proc (macOS): whether it can be signalled
+            try:
+                (os.killpg if self.group else os.kill)(self.pid, 0)
+            except ProcessLookupError:
+                return False
+            except PermissionError:
+                return True
+            return True
+        entries = proc.iterdir() if self.group else [proc / str(self.pid)]
+        for entry in entries:
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            state, group = fields[0], int(fields[2])
+            if state not in ("Z", "X") and (group == self.pid if self.group else True):
+                return True
+        return False
+
+    def described(self) -> str:
+        what = {"emulator": "the Firestore emulator", "broker": "the broker", "service": "the service"}
+        return f"{what.get(self.name, self.name)} (process {'group ' if self.group else ''}{self.pid})"
+
+    @property
+    def kill_argument(self) -> str:
+        return f"-{self.pid}" if self.group else str(self.pid)
+
+
+def stop_parts(parts: Iterable[Part], timeout: float = GUARD_STOP_SECONDS) -> None:
+    """SIGTERM to each part, then SIGKILL to those still running after `timeout` seconds."""
+    parts = list(parts)
+    for part in parts:
+        part.signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(part.running() for part in parts):
+        time.sleep(0.1)
+    for part in parts:
+        if part.running():
+            part.signal(signal.SIGKILL)
+
+
+def guard(reports: IO[bytes]) -> int:
+    """The guard's whole life: read the parts the run reports (`Part` as JSON, one a line)
+    until the run dies and the pipe ends, then stop them. A run that stops by itself stops
+    its parts and then kills its guard before the pipe ends, so the end of the pipe always
+    means the run died. Ctrl-C does not reach the guard: it runs in a session of its own."""
+    parts = [Part(**json.loads(line)) for line in reports if line.strip()]
+    stop_parts(parts)
+    return 0
+
+
+class Guard:
+    """The run's side of the guard: starts it, and tells it of each part as soon as it exists."""
+
+    def __init__(self) -> None:
+        with open(GUARD_LOG, "wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "qjobs.devtools.run_local", "--guard"],
+                stdin=subprocess.PIPE,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.reports = cast(IO[bytes], self.process.stdin)  # stdin=PIPE: never None
+
+    def watch(self, part: Part) -> None:
+        self.reports.write(json.dumps(dataclasses.asdict(part)).encode() + b"\n")
+        self.reports.flush()
+
+    def dismiss(self) -> None:
+        """Once the parts were stopped by the run itself: the guard is killed before its pipe
+        ends, so that it never signals a process id that may by then be another process's."""
+        self.process.kill()
+        self.process.wait(timeout=10)
+        self.reports.close()
 
 
 def service_configuration(port: int, environ: Mapping[str, str]) -> dict[str, str]:
@@ -127,17 +240,56 @@ def port_in_use(port: int) -> bool:
     return False
 
 
-def check_ports_free(ports: Ports) -> None:
+def left_running(parts: list[Part]) -> str:
+    """What a killed run left running, and the command that stops it."""
+    names = [part.described() for part in parts]
+    listed = ", ".join(names[:-1]) + f" and {names[-1]}" if len(names) > 1 else names[0]
+    command = shlex.join(["kill", "--", *(part.kill_argument for part in parts)])
+    return f"a make run that was killed left {listed} running: `{command}` stops them"
+
+
+def check_ports_free(ports: Ports, left: list[Part]) -> None:
+    """RunError when the service's or the broker's port is taken, naming what a killed run
+    left running, if it did (then it is what holds them, usually)."""
     for port, name in ((ports.service, "PORT"), (ports.broker, "BROKER_PORT")):
         if port_in_use(port):
-            raise RunError(
-                f"port {port} ({name}) is in use: set {name} to another port, e.g. {name}={port + 10} "
-                "(a make run that was killed may have left its service or broker running)"
-            )
+            fix = left_running(left) if left else f"set {name} to another port, e.g. {name}={port + 10}"
+            raise RunError(f"port {port} ({name}) is in use: {fix}")
+
+
+@dataclass
+class Folder:
+    """This folder's `.emulator/`, held by this run: its lock file records who holds it and
+    the parts it started, so that a refused run can name the holder, and the run after a
+    killed one what it left."""
+
+    descriptor: int
+    holder: dict[str, object]
+    left: list[Part]
+    """The parts of the run that held the folder before, if it was killed, still running."""
+    parts: list[Part] = dataclasses.field(default_factory=list)
+
+    def started(self, part: Part) -> None:
+        self.parts.append(part)
+        self.write()
+
+    def write(self) -> None:
+        """The record; what a killed run left stays in it, to be named again if still running."""
+        record = {**self.holder, "parts": [dataclasses.asdict(part) for part in [*self.left, *self.parts]]}
+        os.ftruncate(self.descriptor, 0)
+        os.pwrite(self.descriptor, json.dumps(record).encode(), 0)
+
+
+def parts_of(record: bytes) -> list[Part]:
+    """The parts a lock file's record names (none when it names none, or is not a record)."""
+    try:
+        return [Part(**part) for part in json.loads(record).get("parts", [])]
+    except (ValueError, TypeError, AttributeError):
+        return []
 
 
 @contextlib.contextmanager
-def holding_folder(ports: Ports) -> Iterator[None]:
+def holding_folder(ports: Ports) -> Iterator[Folder]:
     """Hold this folder's `.emulator/` for the duration; RunError naming the holder when another
     run holds it. The record is cleared on the way out; the file stays (removing a lock file
     others may have open would let two runs hold two different files)."""
@@ -148,15 +300,16 @@ def holding_folder(ports: Ports) -> Iterator[None]:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise RunError(folder_taken(os.pread(descriptor, 4096, 0))) from None
-        holder = {
+        left = [part for part in parts_of(os.pread(descriptor, 65536, 0)) if part.running()]
+        holder: dict[str, object] = {
             "pid": os.getpid(),
             "service": f"http://127.0.0.1:{ports.service}",
             "broker": f"http://127.0.0.1:{ports.broker}",
         }
-        os.ftruncate(descriptor, 0)
-        os.pwrite(descriptor, json.dumps(holder).encode(), 0)
+        folder = Folder(descriptor, holder, left)
+        folder.write()
         try:
-            yield
+            yield folder
         finally:
             os.ftruncate(descriptor, 0)
     finally:
@@ -184,19 +337,41 @@ def folder_taken(record: bytes) -> str:
     )
 
 
-def usage(port: int, broker_port: int, emulator_host: str) -> str:
+def channels(settings: Settings) -> str:
+    """Which of notify-collaborators' channels are on, for the banner (never a password)."""
+    server = settings.smtp_server
+    email = (
+        f"on: SMTP {server.host}:{server.port}, from {settings.email_from}"
+        if server and settings.email_from
+        else "off (SMTP_URL and EMAIL_FROM turn it on)"
+    )
+    webhook_url = urlsplit(settings.collaborator_webhook_url or "")
+    webhook = (
+        f"on: POST to {webhook_url.scheme}://{webhook_url.hostname}"
+        + (f":{webhook_url.port}" if webhook_url.port else "")
+        + webhook_url.path
+        if settings.webhook_enabled
+        else "off (COLLABORATOR_WEBHOOK_URL and COLLABORATOR_WEBHOOK_SECRET turn it on)"
+    )
+    return f"Email:     {email}\nWebhook:   {webhook}"
+
+
+def usage(port: int, broker_port: int, emulator_host: str, settings: Settings) -> str:
     base = f"http://127.0.0.1:{port}"
     project = operator_environment(port, broker_port, emulator_host)["GOOGLE_CLOUD_PROJECT"]
     return f"""
 Service:   {base}  (health: {base}/health)
 QStash:    http://127.0.0.1:{broker_port}  (local broker, in memory)
 Firestore: emulator at {emulator_host}, project {project}
+{channels(settings)}
 From another terminal, in this folder:
   export $(cat {ENV_FILE})                  # where the broker, the service and the emulator are
-  .venv/bin/python -m qjobs.devtools.seed      # a sample conversation c1 of user u1
+  .venv/bin/python -m qjobs.devtools.seed      # users u1-u3, trip trip-1, conversation c1 of u1
   .venv/bin/qjobs publish memory-sync --user-id u1 --conversation-id c1 --sync-type incremental
+  .venv/bin/qjobs publish notify-collaborators --trip-id trip-1 --event trip_updated \\
+    --collaborator-ids u1 u2 u3 --actor-id u1 --message "Dates moved"   # an email to u2, if on
   .venv/bin/qjobs jobs list                    # what ran; `.venv/bin/qjobs --help` for the rest
-Press Ctrl-C to stop all three.
+Press Ctrl-C to stop all three (from elsewhere: `kill -INT {os.getpid()}`).
 """
 
 
@@ -204,12 +379,14 @@ def write_env_file(variables: dict[str, str]) -> None:
     Path(ENV_FILE).write_text("".join(f"{name}={value}\n" for name, value in variables.items()))
 
 
-def start_broker_process(port: int) -> subprocess.Popen[bytes]:
-    """The broker as a process of its own, answering on `port` (or RunError)."""
+def start_broker_process(port: int, started: Callable[[Part], object]) -> subprocess.Popen[bytes]:
+    """The broker as a process of its own, answering on `port` (or RunError); `started` is
+    told of it as soon as it exists."""
     env = {**os.environ, **DEV_KEYS}
     command = [sys.executable, "-m", "qjobs.devtools.broker", f"--port={port}"]
     with open(BROKER_LOG, "wb") as log:
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    started(Part("broker", process.pid))
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and process.poll() is None:
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
@@ -221,8 +398,9 @@ def start_broker_process(port: int) -> subprocess.Popen[bytes]:
     raise RunError(f"the broker did not start on port {port} (set BROKER_PORT to use another port): {log_tail}")
 
 
-def start_service(port: int, emulator_host: str) -> subprocess.Popen[bytes]:
-    """functions-framework serving main.py on `port`; its output goes to this terminal."""
+def start_service(port: int, emulator_host: str, started: Callable[[Part], object]) -> subprocess.Popen[bytes]:
+    """functions-framework serving main.py on `port`; its output goes to this terminal, and
+    `started` is told of it as soon as it exists."""
     command = [
         sys.executable,
         "-m",
@@ -232,7 +410,9 @@ def start_service(port: int, emulator_host: str) -> subprocess.Popen[bytes]:
         f"--port={port}",
         "--host=127.0.0.1",
     ]
-    return subprocess.Popen(command, env=service_environment(port, emulator_host))
+    process = subprocess.Popen(command, env=service_environment(port, emulator_host))
+    started(Part("service", process.pid))
+    return process
 
 
 def wait_until_serving(server: subprocess.Popen[bytes], port: int, timeout: float = READY_SECONDS) -> None:
@@ -249,10 +429,12 @@ def wait_until_serving(server: subprocess.Popen[bytes], port: int, timeout: floa
 
 
 def health_answers(port: int) -> bool:
+    """Whether the service answers its health check (something else on the port, speaking
+    another protocol, is no answer)."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as answer:
             return bool(answer.status == 200)
-    except (urllib.error.URLError, OSError):
+    except (urllib.error.URLError, OSError, http.client.HTTPException):
         return False
 
 
@@ -266,27 +448,36 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float) -> None:
             process.wait(timeout=10)
 
 
-def run(ports: Ports) -> int:
+def run(ports: Ports, folder: Folder) -> int:
     """Start the three parts, print the banner once they serve, and wait for the service to end
-    or for Ctrl-C; whatever happens, stop what was started and remove the files that point at it."""
+    or for Ctrl-C; whatever happens, stop what was started and remove the files that point at it.
+    The guard is started first and dismissed last: whenever a part exists, the guard knows it."""
     with contextlib.ExitStack() as parts:
-        emulator = start_firestore()
+        guard = Guard()
+        parts.callback(guard.dismiss)
+
+        def started(part: Part) -> None:
+            guard.watch(part)
+            folder.started(part)
+
+        emulator = start_firestore(lambda process: started(Part("emulator", process.pid, group=True)))
         parts.callback(emulator.stop)
-        parts.callback(stop_process, start_broker_process(ports.broker), 10)
-        server = start_service(ports.service, emulator.host)
+        parts.callback(stop_process, start_broker_process(ports.broker, started), 10)
+        server = start_service(ports.service, emulator.host, started)
         parts.callback(stop_process, server, 30)
         wait_until_serving(server, ports.service)
         parts.callback(Path(EMULATOR_HOST_FILE).unlink, missing_ok=True)
         parts.callback(Path(ENV_FILE).unlink, missing_ok=True)
         Path(EMULATOR_HOST_FILE).write_text(emulator.host)
         write_env_file(operator_environment(ports.service, ports.broker, emulator.host))
-        print(usage(ports.service, ports.broker, emulator.host), flush=True)
+        settings = load_settings(service_environment(ports.service, emulator.host))
+        print(usage(ports.service, ports.broker, emulator.host, settings), flush=True)
         return server.wait()
 
 
-def start_firestore() -> Emulator:
+def start_firestore(started: Started) -> Emulator:
     try:
-        return start_emulator(log_path=Path(FIRESTORE_LOG))
+        return start_emulator(log_path=Path(FIRESTORE_LOG), started=started)
     except EmulatorError as error:
         raise RunError(str(error)) from None
 
@@ -316,10 +507,12 @@ def main() -> int:
         return EXIT_BAD_CONFIGURATION
     stop_on_signals()
     try:
-        with holding_folder(ports):
+        with holding_folder(ports) as folder:
             forget_killed_run()
-            check_ports_free(ports)
-            return run(ports)
+            check_ports_free(ports, folder.left)
+            if folder.left:
+                print(f"make run: note: {left_running(folder.left)}", file=sys.stderr, flush=True)
+            return run(ports, folder)
     except RunError as error:
         print(f"make run: {error}", file=sys.stderr)
         return EXIT_FAILED
@@ -328,4 +521,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(guard(sys.stdin.buffer) if sys.argv[1:] == ["--guard"] else main())
