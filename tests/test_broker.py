@@ -23,6 +23,7 @@ from qjobs.devtools.broker import DEV_TOKEN, RunningBroker, start_broker
 from qjobs.devtools.broker import core as broker_core
 from qjobs.devtools.broker.durations import DurationError, parse_duration, retry_after_seconds
 from qjobs.devtools.broker.expression import ExpressionError, delay_ms, parse
+from qjobs.devtools.broker.retries import header, outcome, retry_delay
 from qjobs.signature import verify_signature
 from tests.receivers import ScriptedReceiver
 from tests.support import CURRENT_KEY, wait_until
@@ -132,6 +133,114 @@ def test_durations_and_retry_after_in_every_documented_form() -> None:
     assert retry_after_seconds(format_datetime(now + timedelta(seconds=42), usegmt=True), now) == 42
     assert retry_after_seconds("3d", now) == 86400, "capped at a day"
     assert retry_after_seconds("whenever", now) is None
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        ("1000 - retried", [1000, 999, 998]),
+        ("1000 - -retried", [1000, 1001, 1002]),
+        ("+retried * 10", [0, 10, 20]),
+        ("retried / 2", [0, 0.5, 1]),
+        ("1000 / (retried + 1)", [1000, 500, 1000 / 3]),
+        ("1000\n", [1000, 1000, 1000]),
+        ("-" * 32 + "1000", [1000, 1000, 1000]),
+        ("+" * 32 + "7", [7, 7, 7]),
+        ("(" * 32 + "7" + ")" * 32, [7, 7, 7]),
+        ("abs(" * 32 + "7" + ")" * 32, [7, 7, 7]),
+        ("max(0, " * 32 + "7" + ")" * 32, [7, 7, 7]),
+        ("10" + "+1" * 255, [265, 265, 265]),
+    ],
+)
+def test_the_grammar_at_its_edges(expression: str, expected: list[float]) -> None:
+    """Each operand sees `retried`; a trailing newline is whitespace; nesting (parentheses,
+    unary signs, calls) up to the depth limit and text up to the length limit are accepted."""
+    node = parse(expression)
+    assert [delay_ms(node, retried) for retried in range(3)] == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("100" + "+1" * 255, "longer than 512 characters"),
+        ("-" * 33 + "1", "nested deeper than 32"),
+        ("+" * 33 + "1", "nested deeper than 32"),
+        ("(" * 33 + "1" + ")" * 33, "nested deeper than 32"),
+        ("abs(" * 33 + "1" + ")" * 33, "nested deeper than 32"),
+        ("max(0, " * 33 + "1" + ")" * 33, "nested deeper than 32"),
+        ("1)", "unexpected ')'"),
+        ("(1", "expected ), found the end"),
+        ("(1 2", "expected ), found 2"),
+        ("1 +", "expected more, found the end"),
+        ("abs-1)", "expected (, found -"),
+        ("max(1, 2 3", "expected ), found 3"),
+        ("1;2", "unexpected character ';'"),
+        ("open", "unknown name 'open'"),
+        ("pow(2)", "pow takes 2-2 arguments, not 1"),
+    ],
+)
+def test_a_refused_expression_says_why(text: str, message: str) -> None:
+    """The broker answers a bad `Upstash-Retry-Delay` with this message at publish."""
+    with pytest.raises(ExpressionError) as caught:
+        parse(text)
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize(
+    ("expression", "message"),
+    [
+        ("sqrt(-1)", "cannot be evaluated for retried=2: math domain error"),
+        ("1e300 * 1e300 - 1e300 * 1e300", "is not a number for retried=2"),
+    ],
+)
+def test_an_expression_that_cannot_be_evaluated_says_for_which_retry(expression: str, message: str) -> None:
+    with pytest.raises(ExpressionError) as caught:
+        delay_ms(parse(expression), 2)
+    assert str(caught.value) == message
+
+
+def test_retry_after_as_an_http_date_in_any_zone_or_none_and_never_in_the_past() -> None:
+    now = datetime(2026, 11, 28, 12, tzinfo=UTC)
+    assert retry_after_seconds("Sat, 28 Nov 2026 12:00:42 -0000", now) == 42, "no zone given: UTC"
+    assert retry_after_seconds("Sat, 28 Nov 2026 13:00:42 +0100", now) == 42
+    assert retry_after_seconds("Sat, 28 Nov 2026 11:00:00 GMT", now) == 0, "a time past is now"
+    assert retry_after_seconds("0", now) == 0
+    in_a_minute = format_datetime(datetime.now(UTC) + timedelta(seconds=60), usegmt=True)
+    assert 55 <= (retry_after_seconds(in_a_minute) or 0) <= 60, "measured from the clock when no time is given"
+    with pytest.raises(DurationError) as caught:
+        parse_duration("soon")
+    assert str(caught.value) == "'soon' is not a duration such as 10s, 6m5s or 1h"
+
+
+# ---------------------------------------------------------------- the retry policy
+
+
+def test_a_2xx_delivers_and_any_other_answer_is_retried_until_the_last_retry() -> None:
+    for status in (200, 201, 204, 299):
+        assert outcome(status, {}, retried=3, retries=3) == "delivered"
+    for status in (0, 199, 300, 404, 429, 489, 500, 503):
+        assert outcome(status, {}, retried=2, retries=3) == "retry", status
+        assert outcome(status, {}, retried=3, retries=3) == "dead-letter", status
+    assert outcome(500, {}, retried=0, retries=0) == "dead-letter", "no retries: the first failure is the last"
+
+
+def test_only_a_489_marked_non_retryable_is_dead_lettered_at_once() -> None:
+    marked = {"Upstash-NonRetryable-Error": [" TRUE "]}
+    assert outcome(489, marked, retried=0, retries=3) == "dead-letter"
+    assert outcome(489, {"upstash-nonretryable-error": ["false"]}, retried=0, retries=3) == "retry"
+    assert outcome(500, marked, retried=0, retries=3) == "retry"
+    assert outcome(489, {"Upstash-NonRetryable-Error": []}, retried=0, retries=3) == "retry"
+
+
+def test_the_next_attempt_waits_for_retry_after_then_the_expression_then_the_backoff() -> None:
+    every_minute = parse("60000")
+    assert retry_delay({"Retry-After": [" 30 "]}, every_minute, 0) == 30
+    assert retry_delay({"retry-after": ["2m"], "Other": ["1"]}, None, 5) == 120
+    assert retry_delay({"Retry-After": ["whenever"]}, every_minute, 0) == 60, "a Retry-After QStash ignores"
+    assert retry_delay({}, parse("1000 * (retried + 1)"), 2) == 3
+    assert [retry_delay({}, None, n) for n in range(3)] == [math.exp(2.5), math.exp(5), math.exp(7.5)]
+    assert retry_delay({}, None, 10) == 86_400, "the default backoff stops at a day"
+    assert header({"X-One": ["a", "b"], "x-two": []}, "x-one") == "a" and header({"x-two": []}, "x-two") is None
 
 
 # ---------------------------------------------------------------- deliveries

@@ -13,7 +13,6 @@ import base64
 import hashlib
 import heapq
 import json
-import math
 import threading
 import time
 import urllib.error
@@ -24,8 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from qjobs.devtools.broker.durations import retry_after_seconds
-from qjobs.devtools.broker.expression import Node, delay_ms
+from qjobs.devtools.broker.expression import Node
+from qjobs.devtools.broker.retries import outcome, retry_delay
 from qjobs.signature import delivery_headers
 
 DEFAULT_RETRIES = 3
@@ -244,30 +243,18 @@ class Broker:
             return Answer(0, {}, f"delivery failed: {type(error).__name__}".encode())
 
     def _settle(self, message: Message, answer: Answer) -> None:
-        """Under the lock: delivered, retried later, or dead-lettered."""
-        if 200 <= answer.status < 300:
+        """Under the lock: delivered, retried later, or dead-lettered (the rules are in `retries.py`)."""
+        verdict = outcome(answer.status, answer.headers, retried=message.retried, retries=message.retries)
+        if verdict == "delivered":
             message.state = "DELIVERED"
             return
-        non_retryable = answer.status == 489 and _header(answer, "upstash-nonretryable-error") == "true"
-        if non_retryable or message.retried >= message.retries:
+        if verdict == "dead-letter":
             self._dead_letter(message)
             return
-        delay = self._retry_delay(message, answer)
+        delay = retry_delay(answer.headers, message.retry_node, message.retried)
         message.retried += 1
         message.state = "RETRY"
         self._schedule(message.id, delay)
-
-    def _retry_delay(self, message: Message, answer: Answer) -> float:
-        """Seconds: the destination's `Retry-After`, else the message's expression, else
-        QStash's default backoff `min(86400, e^(2.5 n))` for the n-th retry."""
-        retry_after = _header(answer, "retry-after")
-        if retry_after is not None:
-            seconds = retry_after_seconds(retry_after)
-            if seconds is not None:
-                return seconds
-        if message.retry_node is not None:
-            return delay_ms(message.retry_node, message.retried) / 1000
-        return min(86_400.0, math.exp(2.5 * (message.retried + 1)))
 
     def _dead_letter(self, message: Message) -> None:
         """Under the lock."""
@@ -329,10 +316,3 @@ def _headers(headers: Any) -> dict[str, list[str]]:
     for name, value in headers.items():
         collected.setdefault(name, []).append(value)
     return collected
-
-
-def _header(answer: Answer, name: str) -> str | None:
-    for key, values in answer.headers.items():
-        if key.lower() == name and values:
-            return values[0].strip().lower() if name == "upstash-nonretryable-error" else values[0].strip()
-    return None
