@@ -1,5 +1,9 @@
 """Signature verification, unit by unit, and through the app for the URL rules."""
 
+import base64
+import hashlib
+import hmac
+import re
 import time
 from datetime import UTC, datetime
 
@@ -10,7 +14,7 @@ from google.cloud import firestore
 from qstash import Receiver
 from qstash.errors import SignatureError as QStashSignatureError
 
-from qjobs.signature import SignatureError, VerifiedToken, body_digest, sign, verify_signature
+from qjobs.signature import SignatureError, VerifiedToken, body_digest, delivery_headers, sign, verify_signature
 from tests.support import (
     CURRENT_KEY,
     MEMORY,
@@ -281,6 +285,129 @@ def test_a_token_record_lives_until_the_token_expires_plus_the_leeway(
     assert client.post(NOTIFY, data=body, headers=headers).status_code == 200
     (record,) = [doc.to_dict() or {} for doc in db.collection("jobTokens").stream()]
     assert record["expireAt"] == datetime.fromtimestamp(expires + 30, UTC), "exp + QSTASH_CLOCK_TOLERANCE_SECONDS"
+
+
+# Refusals as the operator reads them, and claims the JWT library must not judge for us.
+
+
+def refusal(token: str, *, body: bytes = BODY, now: float = NOW) -> tuple[str, str]:
+    with pytest.raises(SignatureError) as caught:
+        verify_signature(token, body=body, url=URL, keys=KEYS, leeway=30, now=now)
+    return caught.value.reason, caught.value.message
+
+
+def signed_claims_text(payload: bytes, key: str = CURRENT_KEY) -> str:
+    """An HS256 token whose signature verifies but whose claims are `payload`, as is."""
+    header = base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT"}').rstrip(b"=")
+    claims = base64.urlsafe_b64encode(payload).rstrip(b"=")
+    signature = hmac.new(key.encode(), header + b"." + claims, hashlib.sha256).digest()
+    return b".".join((header, claims, base64.urlsafe_b64encode(signature).rstrip(b"="))).decode()
+
+
+@pytest.mark.parametrize(
+    ("token", "expected"),
+    [
+        ("not-a-jwt", ("malformed", "the signature is not a parseable JWT")),
+        (signed_claims_text(b"not json"), ("malformed", "the signature is not a parseable JWT")),
+        (
+            unsigned_token({"iss": "Upstash", "sub": URL, "exp": NOW + 300, "nbf": NOW, "iat": NOW}),
+            ("bad_signature", "only HS256 signatures are accepted"),
+        ),
+        (
+            sign(BODY, url=URL, key="sig_someoneElsesKey0000000000000", now=NOW),
+            ("bad_signature", "no configured signing key verifies the signature"),
+        ),
+        (
+            sign(BODY, url=URL, key=CURRENT_KEY, now=NOW, body=None, jti=None),
+            ("missing_claim", "the token lacks the claim(s): body, jti"),
+        ),
+        (sign(BODY, url=URL, key=CURRENT_KEY, now=NOW, exp="soon"), ("missing_claim", "the claim exp is not a number")),
+        (
+            sign(BODY, url=URL, key=CURRENT_KEY, now=NOW, sub=""),
+            ("missing_claim", "the claim sub is not a non-empty string"),
+        ),
+        (
+            sign(BODY, url=URL, key=CURRENT_KEY, now=NOW, iss="Someone"),
+            ("wrong_issuer", "the token was not issued by Upstash"),
+        ),
+        (sign(BODY, url=URL, key=CURRENT_KEY, now=NOW - 400), ("expired", "the token has expired")),
+        (sign(BODY, url=URL, key=CURRENT_KEY, now=NOW + 120), ("not_yet_valid", "the token is not valid yet")),
+        (
+            sign(BODY, url=URL + "?x=1", key=CURRENT_KEY, now=NOW),
+            ("wrong_url", "the token was issued for another URL"),
+        ),
+        (
+            sign(BODY, url=URL, key=CURRENT_KEY, now=NOW, body=body_digest(b"other")),
+            ("body_mismatch", "the body does not match the signed digest"),
+        ),
+    ],
+    ids=[
+        "garbage",
+        "claims-not-json",
+        "alg-none",
+        "unknown-key",
+        "missing",
+        "exp-not-a-number",
+        "empty-sub",
+        "issuer",
+        "expired",
+        "not-yet-valid",
+        "url",
+        "body",
+    ],
+)
+def test_each_refusal_tells_the_operator_why(token: str, expected: tuple[str, str]) -> None:
+    """The reason and its sentence are the 401's `details[0]`, which QStash's logs show: a
+    refusal without its sentence, or with another refusal's, sends an operator the wrong way."""
+    assert refusal(token) == expected
+    with pytest.raises(SignatureError, match=f"^{re.escape(expected[1])}$"):
+        verify_signature(token, body=BODY, url=URL, keys=KEYS, leeway=30, now=NOW)
+
+
+@pytest.mark.parametrize(("claim", "value"), [("sub", 123), ("jti", 123), ("body", ["digest"]), ("iat", True)])
+def test_a_claim_of_the_wrong_type_is_a_missing_claim_not_a_crash(claim: str, value: object) -> None:
+    """The JWT library's own claim checks are off: it would raise its own errors (a 500 here)
+    for a non-string `sub` or `jti`; the service names them `missing_claim`."""
+    assert refusal(sign(BODY, url=URL, key=CURRENT_KEY, now=NOW, **{claim: value}))[0] == "missing_claim"
+
+
+def test_claims_qstash_does_not_send_are_not_judged() -> None:
+    """An audience or any other registered claim QStash does not use neither opens nor closes."""
+    accepted(sign(BODY, url=URL, key=CURRENT_KEY, now=NOW, jti="jwt_aud", aud="someone-else", iss="Upstash"))
+
+
+def test_a_token_is_good_up_to_its_expiry_plus_the_leeway_inclusive() -> None:
+    token = sign(BODY, url=URL, key=CURRENT_KEY, now=NOW)
+    expires = NOW + 300
+    accepted(token, now=expires + 30)
+    assert refusal(token, now=expires + 30.5)[0] == "expired"
+
+
+def test_only_padding_may_follow_the_body_digest() -> None:
+    for suffix in ("X", "=X", "A"):
+        token = sign(BODY, url=URL, key=CURRENT_KEY, now=NOW, body=body_digest(BODY) + suffix)
+        assert refusal(token)[0] == "body_mismatch", suffix
+
+
+def test_the_body_digest_is_unpadded_base64url_sha256() -> None:
+    for body in (b"", BODY, b"\xff" * 1000):
+        expected = base64.urlsafe_b64encode(hashlib.sha256(body).digest()).decode().rstrip("=")
+        assert body_digest(body) == expected and len(expected) == 43
+
+
+def test_a_signed_token_has_the_header_qstash_tokens_have() -> None:
+    assert jwt.get_unverified_header(sign(BODY, url=URL, key=CURRENT_KEY)) == {"alg": "HS256", "typ": "JWT"}
+
+
+def test_delivery_headers_are_a_first_attempt_unless_told_otherwise() -> None:
+    headers = delivery_headers(BODY, url=URL, key=CURRENT_KEY, message_id="msg_1")
+    assert {name: value for name, value in headers.items() if name != "Upstash-Signature"} == {
+        "Upstash-Message-Id": "msg_1",
+        "Upstash-Retried": "0",
+        "User-Agent": "Upstash-QStash",
+    }
+    accepted(headers["Upstash-Signature"], now=time.time())
+    assert delivery_headers(BODY, url=URL, key=CURRENT_KEY, message_id="msg_1", retried=2)["Upstash-Retried"] == "2"
 
 
 def test_during_a_key_rotation_a_delivery_signed_with_either_key_runs(make_client: AppFactory, db: object) -> None:
