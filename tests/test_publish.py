@@ -145,3 +145,82 @@ def test_the_environment_names_the_token_and_the_service(recorder: QStashRecorde
     publisher = Publisher.from_environment({"QSTASH_TOKEN": TOKEN, "QSTASH_URL": recorder.url, "JOBS_BASE_URL": JOBS})
     assert publish_memory_sync(SYNC, publisher=publisher).message_id == "msg_recorded1"
     assert recorder.received[0].headers["authorization"] == f"Bearer {TOKEN}"
+
+
+# ---------------------------------------------------------------- what a producer is told
+
+
+class DeduplicatingRecorder(QStashRecorder):
+    """QStash's answer to a publish whose deduplication id it has already seen."""
+
+    def answer(self) -> tuple[int, bytes, dict[str, str]]:
+        body = json.dumps({"messageId": "msg_earlier", "deduplicated": True}).encode()
+        return 201, body, {"Content-Type": "application/json"}
+
+
+class UrlGroupRecorder(QStashRecorder):
+    """An answer for a URL group (one entry per endpoint), which a URL publish never gets."""
+
+    def answer(self) -> tuple[int, bytes, dict[str, str]]:
+        body = json.dumps([{"messageId": "msg_a", "url": "https://a.example.test"}]).encode()
+        return 201, body, {"Content-Type": "application/json"}
+
+
+def test_a_producer_learns_whether_qstash_had_the_message_already(publisher: Publisher) -> None:
+    assert publish_notify_collaborators(NOTIFY, publisher=publisher).deduplicated is False
+    assert publish_memory_sync(SYNC, publisher=publisher).deduplicated is False
+    server = DeduplicatingRecorder()
+    try:
+        again = Publisher(QStash(TOKEN, base_url=server.url, retry=False), JOBS)
+        first = publish_notify_collaborators({**NOTIFY, "idempotencyKey": "trip-1:update:7"}, publisher=again)
+        assert (first.message_id, first.deduplicated, first.idempotency_key) == ("msg_earlier", True, "trip-1:update:7")
+        assert publish_memory_sync(SYNC, revision="m1", publisher=again).deduplicated is True
+    finally:
+        server.stop()
+
+
+def test_an_answer_for_a_url_group_is_refused() -> None:
+    server = UrlGroupRecorder()
+    try:
+        publisher = Publisher(QStash(TOKEN, base_url=server.url, retry=False), JOBS)
+        with pytest.raises(TypeError) as caught:
+            publish_memory_sync(SYNC, publisher=publisher)
+        assert str(caught.value) == "QStash answered a publish to one URL as a URL group's"
+    finally:
+        server.stop()
+
+
+def test_a_bad_payload_names_the_job_and_every_problem(publisher: Publisher) -> None:
+    with pytest.raises(InvalidPayload) as caught:
+        publish_notify_collaborators({**NOTIFY, "tripId": "a/b", "collaboratorIds": []}, publisher=publisher)
+    assert str(caught.value) == (
+        "invalid notify-collaborators payload: tripId: must be 1-128 letters, digits or _ - . : @, not start with "
+        "'.', and not look like __name__; collaboratorIds: must hold 1-100 distinct ids, not 0"
+    )
+
+
+def test_the_failure_callback_is_not_for_producers(publisher: Publisher, recorder: QStashRecorder) -> None:
+    with pytest.raises(ValueError, match=r"^failure-callback is not published by producers$"):
+        publisher.publish("/api/jobs/failed", {"sourceMessageId": "msg_1"})
+    assert recorder.received == []
+
+
+def test_the_environment_is_read_when_none_is_given(monkeypatch: pytest.MonkeyPatch, recorder: QStashRecorder) -> None:
+    monkeypatch.setenv("QSTASH_TOKEN", TOKEN)
+    monkeypatch.setenv("QSTASH_URL", recorder.url)
+    monkeypatch.setenv("JOBS_BASE_URL", JOBS)
+    assert publish_memory_sync(SYNC).message_id == "msg_recorded1"
+    monkeypatch.delenv("JOBS_BASE_URL")
+    with pytest.raises(PublishConfigError) as caught:
+        Publisher.from_environment()
+    assert str(caught.value) == "JOBS_BASE_URL must be the service's absolute URL, without a trailing slash"
+
+
+def test_extra_values_travel_as_json(recorder: QStashRecorder, publisher: Publisher) -> None:
+    """A payload may carry fields the job does not read (its models allow them): a time
+    among them is sent as ISO 8601 text, not refused by the JSON encoder."""
+    at = datetime(2026, 12, 1, 9, tzinfo=UTC)
+    publish_memory_sync({**SYNC, "requestedAt": at}, delay="10m", publisher=publisher)
+    (received,) = recorder.received
+    assert received.json() == {**SYNC, "requestedAt": "2026-12-01T09:00:00Z"}
+    assert received.headers["upstash-delay"] == "10m"
