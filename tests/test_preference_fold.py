@@ -140,3 +140,71 @@ def test_a_memory_written_before_basis_existed_reads_as_stated() -> None:
     }
     assert StoredStatement.from_memory(memory, "mem-1").basis == "stated"
     assert StoredStatement.from_memory({**memory, "basis": "choice"}, "mem-1").basis == "choice"
+
+
+# ---------------------------------------------------------------- the fold, rule by rule
+
+
+def test_a_memory_entry_reads_back_as_the_statement_that_wrote_it() -> None:
+    stated = datetime(2026, 1, 1, tzinfo=UTC)
+    memory = {
+        "category": "budget",
+        "op": "set",
+        "value": {"amount": 150, "currency": "EUR", "per": "night"},
+        "confidence": 0.9,
+        "statedAt": stated,
+        "conversationId": "c1",
+        "messageId": "m1",
+        "position": 2,
+        "basis": "choice",
+    }
+    assert StoredStatement.from_memory(memory, "mem-1") == StoredStatement(
+        "budget", "set", memory["value"], 0.9, stated, "c1", "m1", 2, "choice", "mem-1"
+    )
+    older = {name: value for name, value in memory.items() if name not in ("confidence", "position", "basis")}
+    assert StoredStatement.from_memory(older) == StoredStatement(
+        "budget", "set", memory["value"], 0.5, stated, "c1", "m1", 0, "stated", ""
+    ), "an entry written before confidence, position and basis existed"
+
+
+def test_restating_a_preference_adds_to_its_support_and_changing_it_starts_afresh() -> None:
+    derived = fold("seat", [statement("seat", "set", "aisle", 1), statement("seat", "set", "aisle", 2)])
+    assert derived is not None and derived["support"] == {"count": 2, "memoryIds": ["mem-c1-2", "mem-c1-1"]}
+    derived = fold("seat", [statement("seat", "set", "aisle", 1), statement("seat", "set", "window", 2)])
+    assert derived is not None and derived["support"] == {"count": 1, "memoryIds": ["mem-c1-2"]}
+
+
+def test_a_choice_withdrawn_while_planning_stops_counting() -> None:
+    choices = [chose("seat", "set", "window", 1), chose("seat", "set", "window", 2), chose("seat", "set", "aisle", 3)]
+    derived = fold("seat", [*choices, chose("seat", "remove", "window", 4)])
+    assert derived is not None and (derived["value"], derived["support"]["count"]) == ("aisle", 1)
+    assert fold("seat", [chose("seat", "set", "window", 1), chose("seat", "remove", "window", 2)]) is None
+    never_chosen = fold("seat", [chose("seat", "remove", "window", 1), chose("seat", "set", "aisle", 2)])
+    assert never_chosen is not None and never_chosen["value"] == "aisle", "withdrawing what was never chosen"
+
+
+def test_a_value_read_back_with_its_keys_in_another_order_is_the_same_value() -> None:
+    """Firestore hands maps back in its own key order: a withdrawal must still find the value."""
+    written = {"amount": 150, "currency": "EUR", "per": "night"}
+    read_back = {"per": "night", "currency": "EUR", "amount": 150}
+    assert fold("budget", [statement("budget", "set", written, 1), statement("budget", "remove", read_back, 2)]) is None
+    derived = fold("budget", [chose("budget", "set", written, 1), chose("budget", "set", read_back, 2)])
+    assert derived is not None and derived["support"]["count"] == 2
+
+
+def test_numbers_fold_like_any_other_value() -> None:
+    derived = fold("hotelClass", [chose("hotelClass", "set", 4, 1), chose("hotelClass", "set", 5, 2)])
+    assert derived is not None and (derived["category"], derived["value"]) == ("hotelClass", 5)
+
+
+def test_the_derived_document_names_its_category_confidence_and_time() -> None:
+    derived = fold("seat", [statement("seat", "set", "aisle", 3)])
+    assert derived is not None
+    assert (derived["category"], derived["confidence"], derived["statedAt"]) == (
+        "seat",
+        0.9,
+        datetime(2026, 1, 1, 0, 3, tzinfo=UTC),
+    )
+    listed = fold("interests", [chose("interests", "add", "museums", 1), statement("interests", "add", "food", 2)])
+    assert listed is not None and (listed["category"], listed["confidence"]) == ("interests", 0.9)
+    assert [item["confidence"] for item in listed["items"]] == [0.5, 0.9]
