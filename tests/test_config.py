@@ -6,7 +6,7 @@ import sys
 import pytest
 from google.cloud import firestore
 
-from qjobs.config import DEV_SIGNING_KEYS, ConfigError, load_settings
+from qjobs.config import DEV_SIGNING_KEYS, ConfigError, load_settings, region_env_prefix
 from tests.support import CURRENT_KEY, MAIN, NOTIFY, NOTIFY_PAYLOAD, ROOT, AppFactory, encode, qstash_headers
 
 DEV_KEY = sorted(DEV_SIGNING_KEYS)[0]
@@ -145,3 +145,52 @@ def test_the_ledger_and_token_collections_are_the_configured_ones(
     entry = db.collection("ledger-2").document(headers["Upstash-Message-Id"]).get()
     assert entry.get("status") == "succeeded" and len(list(db.collection("tokens-2").stream())) == 1
     assert {"jobs", "jobTokens"}.isdisjoint(collection.id for collection in db.collections())
+
+
+# ---------------------------------------------------------------- the one line, and region names
+
+
+@pytest.mark.parametrize(
+    ("environ", "line"),
+    [
+        (
+            {"MAX_BODY_BYTES": "-1", "PUBLIC_BASE_URL": "https://x.test/", "LOG_LEVEL": "LOUD"},
+            "invalid configuration: QSTASH_CURRENT_SIGNING_KEY is required; PUBLIC_BASE_URL must be an absolute "
+            "http(s) URL without a trailing slash; MAX_BODY_BYTES Input should be greater than 0; LOG_LEVEL must "
+            "be one of DEBUG, INFO, WARNING, ERROR, CRITICAL",
+        ),
+        (
+            {"QSTASH_CURRENT_SIGNING_KEY": CURRENT_KEY, "US_EAST_1_QSTASH_NEXT_SIGNING_KEY": "sig_x"},
+            "invalid configuration: region_keys.US_EAST_1.current is required",
+        ),
+        (
+            {"QSTASH_CURRENT_SIGNING_KEY": CURRENT_KEY, "K_SERVICE": "jobs"},
+            "invalid configuration: PUBLIC_BASE_URL is required on Cloud Run: the signed URL must not be derived "
+            "from the client-controlled Host header",
+        ),
+    ],
+    ids=["several", "nested", "whole-settings"],
+)
+def test_the_line_names_each_setting_with_its_problem_and_nothing_else(environ: dict[str, str], line: str) -> None:
+    """What the operator reads at start-up: each problem once, after the setting it is about,
+    without pydantic's "Value error," prefix, separated by semicolons."""
+    assert error_for(environ) == line
+
+
+@pytest.mark.parametrize(
+    ("region", "prefix"),
+    [
+        ("us-east-1", "US_EAST_1"),
+        ("EU-CENTRAL-1", "EU_CENTRAL_1"),
+        (" us-east-1 ", "US_EAST_1"),
+        ("-x-ray.region_9-", "X_RAY_REGION_9"),
+    ],
+)
+def test_a_region_names_its_variables_whatever_its_separators(region: str, prefix: str) -> None:
+    """The `upstash-region` header's value, upper case, each run of other characters one
+    underscore and none at either end: `{prefix}_QSTASH_CURRENT_SIGNING_KEY`."""
+    assert region_env_prefix(region) == prefix
+    settings = load_settings(
+        {"QSTASH_CURRENT_SIGNING_KEY": CURRENT_KEY, f"{prefix}_QSTASH_CURRENT_SIGNING_KEY": "sig_r"}
+    )
+    assert settings.keys_for_region(region).all() == ("sig_r",)
