@@ -1,14 +1,24 @@
 """Extraction and the summary fold, without Firestore: ordinary phrasing, the requests real
 users make while planning, questions, negations with a scope, and open choices."""
 
+import re
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qjobs.memory.extract import RuleExtractor
-from qjobs.memory.summary import SUMMARY_MAX_CHARS, SummaryState, apply_message, keywords, summary_text
+from qjobs.memory.extract import RuleExtractor, overlaps, split_sentences
+from qjobs.memory.summary import (
+    SUMMARY_MAX_CHARS,
+    Note,
+    SummaryState,
+    apply_message,
+    keywords,
+    keywords_of,
+    note_id,
+    summary_text,
+)
 
 EXTRACTOR = RuleExtractor()
 
@@ -250,3 +260,250 @@ def test_the_state_round_trips_through_json() -> None:
     state = SummaryState()
     apply_message(state, "user", "We want to visit Rome in May. Let's book it. Any tips?", "m1", "t1")
     assert SummaryState.from_json(state.to_json()) == state
+
+
+# ---------------------------------------------------------------- the summary fold, rule by rule
+
+
+def test_a_plan_names_a_place_or_a_date_and_the_latest_five_are_kept() -> None:
+    state = SummaryState()
+    apply_message(state, "user", "We want a trip to Japan.", "m0", "t0")
+    places = ["Tokyo", "Kyoto", "Osaka", "Nara", "Kobe", "Hakone", "Nikko"]
+    for n, place in enumerate(places, start=1):
+        apply_message(state, "user", f"Day {n} is in {place}.", f"m{n}", f"t{n}")
+    apply_message(state, "user", "The last week is August.", "m9", "t9")
+    assert [note.text for note in state.plans] == [
+        "Day 4 is in Nara.",
+        "Day 5 is in Kobe.",
+        "Day 6 is in Hakone.",
+        "Day 7 is in Nikko.",
+        "The last week is August.",
+    ]
+    assert summary_text(state) == (
+        "Request: We want a trip to Japan.\n"
+        "Plans: Day 4 is in Nara. Day 5 is in Kobe. Day 6 is in Hakone. Day 7 is in Nikko. The last week is August."
+    )
+
+
+def test_without_a_request_the_users_first_sentence_stands_for_it() -> None:
+    state = SummaryState()
+    apply_message(state, "assistant", "Hello! Where to?", "m0", "t0")
+    assert summary_text(state) == "", "nothing the user said yet"
+    apply_message(state, "user", "Hello there. Lisbon sounds lovely.", "m1", "t1")
+    apply_message(state, "user", "Something calm. Maybe Porto later.", "m2", "t2")
+    assert summary_text(state) == "Request: Hello there."
+    assert SummaryState.from_json(state.to_json()) == state, "a state without a request round-trips too"
+
+
+def test_one_request_per_conversation_and_notes_say_where_they_came_from() -> None:
+    state = SummaryState()
+    notes = apply_message(
+        state, "user", "I want to visit Rome. We also want to visit Naples. Let's book it.", "m1", "t1"
+    )
+    assert [(note.kind, note.text, note.message_id, note.stated_at, note.position) for note in notes] == [
+        ("request", "I want to visit Rome.", "m1", "t1", 0),
+        ("plan", "We also want to visit Naples.", "m1", "t1", 1),
+        ("decision", "Let's book it.", "m1", "t1", 2),
+    ]
+    later = apply_message(state, "user", "Help me plan a trip to Milan.", "m2", "t2")
+    assert [(note.kind, note.message_id) for note in later] == [("plan", "m2")], "the request is already known"
+    assert state.request is not None and state.request.text == "I want to visit Rome."
+
+
+def test_a_message_adds_at_most_twenty_notes() -> None:
+    content = " ".join(f"Stop {n} is in Rome." for n in range(25))
+    notes = apply_message(SummaryState(), "user", content, "m1", "t1")
+    assert [note.position for note in notes] == list(range(20))
+
+
+def test_several_notes_of_a_kind_read_as_one_line() -> None:
+    state = SummaryState()
+    apply_message(state, "user", "We want a trip to Peru. Let's take the train. We'll fly back.", "m1", "t1")
+    assert summary_text(state) == ("Request: We want a trip to Peru.\nDecisions: Let's take the train. We'll fly back.")
+
+
+def test_a_summary_at_the_cap_is_whole_and_one_over_it_ends_in_an_ellipsis() -> None:
+    def summary_of(request: str) -> str:
+        return summary_text(SummaryState(request=Note("request", request, "m1", "t1", 0)))
+
+    prefix = len("Request: ")
+    exact = "a" * (SUMMARY_MAX_CHARS - prefix)
+    assert summary_of(exact) == f"Request: {exact}"
+    over = summary_of("b" * SUMMARY_MAX_CHARS)
+    assert len(over) == SUMMARY_MAX_CHARS and over.endswith("b…")
+    spaced = summary_of("c" * (SUMMARY_MAX_CHARS - prefix - 3) + "   " + "d" * 10)
+    assert spaced.endswith("c…"), "no space left before the ellipsis"
+
+
+def test_keywords_keep_short_words_and_drop_trailing_apostrophes() -> None:
+    state = SummaryState()
+    apply_message(state, "user", "A spa day, the kids' zoo, then spa again.", "m1", "t1")
+    assert keywords(state) == ["spa", "day", "kids", "zoo"]
+    assert keywords_of("The spa, the kids' zoo and the spa again") == ["spa", "kids", "zoo"]
+
+
+def test_a_notes_keywords_are_its_first_ten_distinct_words() -> None:
+    cities = ["lisbon", "porto", "faro", "braga", "evora", "sintra", "coimbra", "nazare", "tavira", "lagos", "obidos"]
+    assert keywords_of(" ".join(["lisbon", *cities])) == cities[:10]
+    assert keywords_of(" ".join(cities), 3) == ["lisbon", "porto", "faro"]
+
+
+def test_a_notes_id_is_stable_and_names_its_conversation_message_and_place() -> None:
+    """The memory index is written with this id: a sync run twice writes each note once."""
+    note = Note("plan", "Day 1 is in Rome.", "m1", "t1", 0)
+    assert note_id("c1", note) == note_id("c1", Note("plan", "Changed wording.", "m1", "t9", 0))
+    others = {
+        note_id("c2", note),
+        note_id("c1", Note("plan", note.text, "m2", "t1", 0)),
+        note_id("c1", Note("plan", note.text, "m1", "t1", 1)),
+    }
+    assert note_id("c1", note) not in others and len(others) == 3
+    assert re.fullmatch(r"[0-9a-f]{40}", note_id("c1", note))
+
+
+def test_a_state_stored_without_its_note_lists_reads_with_empty_ones() -> None:
+    state = SummaryState.from_json('{"message_count": 2, "first_sentence": null, "request": null, "terms": {}}')
+    assert state == SummaryState(message_count=2)
+    assert SummaryState.from_json(None) == SummaryState.from_json("") == SummaryState()
+
+
+# ---------------------------------------------------------------- extraction, rule by rule (real user turns)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Keep it under $2k.", [("budget", "set", {"amount": 2000, "currency": "USD", "per": "trip"}, "choice")]),
+        (
+            "Our budget is $99.50 a night.",
+            [("budget", "set", {"amount": 99.5, "currency": "USD", "per": "night"}, "choice")],
+        ),
+        (
+            "Find a hotel under $200 a night.",
+            [
+                ("accommodation", "set", "hotel", "choice"),
+                ("budget", "set", {"amount": 200, "currency": "USD", "per": "night"}, "choice"),
+            ],
+        ),
+        (
+            "Find me economy flights from BUR.",
+            [("cabinClass", "set", "economy", "choice"), ("homeAirport", "set", "BUR", "choice")],
+        ),
+        ("Prices from USD 300 and I fly out of Boston.", [("homeAirport", "set", "BOS", "stated")]),
+        ("Show me flights from USD 300.", []),
+        (
+            "Surely, I am leaving to Sydney, NSW on 13th of this month from LAX.",
+            [("homeAirport", "set", "LAX", "choice")],
+        ),
+        (
+            "Can you please search some flights available? "
+            "I will be leaving from Portland, OR and would prefer Economy class.",
+            [("homeAirport", "set", "PDX", "choice"), ("cabinClass", "set", "economy", "choice")],
+        ),
+        ("I avoid Spirit Airlines.", [("airlines", "add", {"airline": "spirit", "stance": "avoid"}, "choice")]),
+        (
+            "We won't fly United Airlines again.",
+            [("airlines", "add", {"airline": "united", "stance": "avoid"}, "choice")],
+        ),
+        (
+            "I am flying to Paris, France with 4 people. I prefer Delta Airlines.",
+            [("airlines", "add", {"airline": "delta", "stance": "prefer"}, "stated")],
+        ),
+        (
+            "I would like to travel Economy through Delta Airlines.",
+            [
+                ("cabinClass", "set", "economy", "choice"),
+                ("airlines", "add", {"airline": "delta", "stance": "prefer"}, "choice"),
+            ],
+        ),
+        (
+            "I need a room in a two star hotel",
+            [("accommodation", "set", "hotel", "choice"), ("hotelClass", "set", 2, "choice")],
+        ),
+        (
+            "Okay thanks. Can you find me a hotel out there? I'd like to 3 rooms at a hotel with at least 1 star.",
+            [("accommodation", "set", "hotel", "choice"), ("hotelClass", "set", 1, "choice")],
+        ),
+    ],
+)
+def test_open_values_are_read_from_real_requests(text: str, expected: list[tuple[str, str, Any, str]]) -> None:
+    """Amounts (a thousand as `k`, cents kept), airport codes no table knows, words that only
+    look like codes (`USD`), airlines beside other values, star ratings."""
+    assert with_basis(text) == expected
+
+
+def test_a_whole_amount_is_an_integer() -> None:
+    """Firestore keeps what it is given: 2000, not 2000.0, is what the user said."""
+    (statement,) = EXTRACTOR.extract("Keep it under $2,000 for the whole trip.")
+    assert type(statement.value["amount"]) is int
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("I'm not sure, an aisle seat please.", [("seat", "set", "aisle", "choice")]),
+        ("Not an aisle seat.", [("seat", "remove", "aisle", "choice")]),
+        ("I don't think I want a window seat.", [("seat", "remove", "window", "choice")]),
+        ("Find me things to do, but no museums.", [("interests", "remove", "museums", "choice")]),
+        ("Or maybe economy, business class even.", [("cabinClass", "set", "economy", "choice")]),
+        (
+            "I'd like business class and then economy on the way back, or so.",
+            [("cabinClass", "set", "business", "choice")],
+        ),
+        ("LA. Also, can you make those seats Premium Economy.", [("cabinClass", "set", "premium_economy", "choice")]),
+        ("No, make it premium economy.", [("cabinClass", "set", "premium_economy", "choice")]),
+    ],
+)
+def test_scope_of_a_negation_and_of_an_or_in_real_phrasing(
+    text: str, expected: list[tuple[str, str, Any, str]]
+) -> None:
+    """A negation reaches four words within its phrase, from the clause's first word on; an
+    `or` leaves a category open only between its two values; openers are not words of the clause."""
+    assert with_basis(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Direct flights only.", [("avoid", "add", "layovers", "stated")]),
+        ("I don't like beaches.", [("interests", "remove", "beaches", "stated")]),
+        ("I want to go to a free museum in SF.", [("interests", "add", "museums", "stated")]),
+        (
+            "I want to see some live music, can you look at various dates for a concert I might like to see?",
+            [("interests", "add", "music", "stated")],
+        ),
+        ("Could you suggest anymore affordable restaurants?", [("budget", "set", {"level": "mid_range"}, "choice")]),
+        ("That sounds like a redeye. When does it land?", []),
+        ("I want to find somewhere to eat. It needs to serve alcohol and it doesn't matter if it's pricey.", []),
+    ],
+)
+def test_what_a_liking_a_fixed_habit_or_an_aside_states(text: str, expected: list[tuple[str, str, Any, str]]) -> None:
+    assert with_basis(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Keep it under $2k.",
+        "Find a hotel under $200 a night.",
+        "Surely, I am leaving to Sydney, NSW on 13th of this month from LAX.",
+        "I prefer Delta Airlines.",
+        "I need a room in a two star hotel",
+        "Can you find me something economical to eat in Pleasanton.",
+        "We love museums and hiking, but I hate crowds.",
+    ],
+)
+def test_every_statement_carries_a_confidence_and_its_sentence(text: str) -> None:
+    statements = EXTRACTOR.extract(text)
+    assert statements
+    for statement in statements:
+        assert isinstance(statement.confidence, float) and 0 < statement.confidence <= 1, statement
+        assert statement.text in split_sentences(text), statement
+
+
+def test_a_span_of_text_is_read_once_and_spans_that_only_touch_do_not_overlap() -> None:
+    """Spans are half-open: a rule may start where a finder's mention ends, or end where it starts."""
+    used = [(10, 20)]
+    assert not overlaps((20, 25), used) and not overlaps((5, 10), used)
+    assert overlaps((15, 25), used) and overlaps((5, 11), used) and overlaps((12, 18), used)
+    assert overlaps((19, 20), used) and overlaps((10, 30), used)
