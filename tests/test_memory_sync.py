@@ -8,12 +8,23 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
+from google.api_core import exceptions
 from google.cloud import firestore
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from werkzeug.test import TestResponse
 
-from tests.support import MEMORY, ROOT, AppFactory, Deliver, all_at_once, error_of, new_message_id
+from qjobs.ledger import Ledger
+from tests.support import (
+    MEMORY,
+    ROOT,
+    AppFactory,
+    Deliver,
+    all_at_once,
+    delivery_log_lines,
+    error_of,
+    new_message_id,
+)
 
 pytestmark = pytest.mark.timeout(30)
 """A sync that stops advancing its cursor would page forever: fail in seconds, not minutes."""
@@ -360,3 +371,126 @@ def test_an_unchanged_preference_is_not_rewritten(deliver: Deliver, paged: Flask
     assert response.json["processedMessages"] == 2 and response.json["preferencesUpdated"] == 0
     again = seat.get()
     assert again.get("updatedAt") == written.get("updatedAt") and again.update_time == written.update_time
+
+
+# ---------------------------------------------------------------- promises of docs/memory-sync.md
+
+
+def test_memory_keywords_are_the_statement_s_category_and_value_and_a_sentence_s_words_in_order(
+    deliver: Deliver, paged: FlaskClient, db: firestore.Client
+) -> None:
+    """Decided: a preference's keywords are its category, then each value part whole and split
+    at `_`; a sentence's are its words of three letters or more, not stop words, in the order
+    first used, at most ten."""
+    conversation = Conversation(db, "u-words")
+    conversation.append([("user", "No red-eyes please."), ("user", "We want to plan a trip to Lisbon in June.")])
+    assert sync(deliver, paged, conversation, "incremental").status_code == 200
+    kept = {doc.get("text"): doc.get("keywords") for doc in db.collection("users/u-words/memories").stream()}
+    assert kept["No red-eyes please."] == ["avoid", "red_eye_flights", "red", "eye", "flights"]
+    assert kept["We want to plan a trip to Lisbon in June."] == ["plan", "trip", "lisbon", "june"]
+    question = (
+        "Do museums, galleries, bridges, castles, markets, vineyards, gardens, palaces, towers and harbours open late?"
+    )
+    conversation.append([("user", question)])
+    assert sync(deliver, paged, conversation, "incremental").status_code == 200
+    asked = db.collection("users/u-words/memories").where(filter=firestore.FieldFilter("text", "==", question))
+    (memory,) = asked.stream()
+    assert memory.get("keywords") == [
+        "museums",
+        "galleries",
+        "bridges",
+        "castles",
+        "markets",
+        "vineyards",
+        "gardens",
+        "palaces",
+        "towers",
+        "harbours",
+    ]
+
+
+def test_a_message_added_before_the_cursor_waits_for_a_full_sync(
+    deliver: Deliver, paged: FlaskClient, db: firestore.Client
+) -> None:
+    conversation = Conversation(db, "u-late")
+    conversation.append([("user", "Hello."), ("user", "Book me an aisle seat.")])
+    assert sync(deliver, paged, conversation, "incremental").status_code == 200
+    late = db.collection("conversations", conversation.id, "messages").document("m-late")
+    late.set({"role": "user", "content": "I'm vegan.", "createdAt": START - timedelta(minutes=1)})
+    incremental = sync(deliver, paged, conversation, "incremental")
+    assert incremental.json is not None and incremental.json["processedMessages"] == 0
+    assert preference(db, "u-late", "dietary") is None
+    full = sync(deliver, paged, conversation, "full")
+    assert full.json is not None and full.json["processedMessages"] == 3
+    assert preference(db, "u-late", "dietary") == ["vegan"]
+
+
+def test_a_conversation_without_messages_answers_a_null_cursor(
+    deliver: Deliver, paged: FlaskClient, db: firestore.Client
+) -> None:
+    response = sync(deliver, paged, Conversation(db, "u-empty"), "incremental")
+    assert response.status_code == 200 and response.json is not None
+    assert (response.json["processedMessages"], response.json["cursor"]) == (0, None)
+
+
+def test_unknown_payload_fields_are_ignored_and_named_in_the_log(
+    deliver: Deliver, make_client: AppFactory, db: firestore.Client, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = make_client()
+    conversation = Conversation(db, "u-extra")
+    payload = {"userId": "u-extra", "conversationId": conversation.id, "syncType": "full", "priority": "high"}
+    capsys.readouterr()
+    assert deliver(MEMORY, payload, test_client=client).status_code == 200
+    (line,) = delivery_log_lines(capsys.readouterr().out)
+    assert line["ignoredFields"] == ["priority"]
+
+
+def test_a_sync_that_dies_before_marking_its_success_is_finished_by_the_retry_without_applying_twice(
+    deliver: Deliver, paged: FlaskClient, db: firestore.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The mark after the last page is a commit of its own: a retry after it failed finds the
+    cursor at the end and applies nothing."""
+    conversation = Conversation(db, "u-mark")
+    conversation.append(SENTENCES[:8])
+    succeed = Ledger.succeed
+    calls = []
+
+    def lost_before_the_mark(self: Ledger, *args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise exceptions.ServiceUnavailable("the process died here")  # type: ignore[no-untyped-call]
+        return succeed(self, *args, **kwargs)
+
+    monkeypatch.setattr(Ledger, "succeed", lost_before_the_mark)
+    message_id = new_message_id()
+    first = sync(deliver, paged, conversation, "incremental", message_id=message_id)
+    assert error_of(first)[:2] == (500, "job_failed") and calls == [1]
+    applied = memory_state(db, "u-mark")
+    assert applied[f"conversationSummaries/{conversation.id}"]["messageCount"] == 8
+    retry = sync(deliver, paged, conversation, "incremental", message_id=message_id, retried=1)
+    assert retry.status_code == 200 and retry.json is not None and retry.json["processedMessages"] == 0
+    assert memory_state(db, "u-mark") == applied
+    assert db.collection("jobs").document(message_id).get().get("status") == "succeeded"
+
+
+def test_a_page_holds_fewer_messages_when_their_writes_would_pass_firestore_s_500(
+    deliver: Deliver, client: FlaskClient, db: firestore.Client
+) -> None:
+    """Two hundred messages of six statements each are 1,200 memory writes: more pages than
+    `MEMORY_SYNC_PAGE_SIZE` alone would make, each commit within Firestore's 500."""
+    conversation = Conversation(db, "u-dense")
+    dense = "I'm vegan and gluten free. We love museums and hiking, but I hate crowds. No red-eyes please."
+    conversation.append([("user", dense)] * 200)
+    response = sync(deliver, client, conversation, "incremental")
+    assert response.status_code == 200, response.json
+    assert response.json is not None and response.json["processedMessages"] == 200
+    assert response.json["memoriesWritten"] == 1200
+    assert len(list(db.collection("users/u-dense/memories").select([]).stream())) == 1200
+
+
+def test_the_summary_keeps_a_plan_in_its_plans_line(deliver: Deliver, paged: FlaskClient, db: firestore.Client) -> None:
+    conversation = Conversation(db, "u-plans")
+    conversation.append([("user", "We want to plan a trip to Lisbon in June."), ("user", "We land on June 3rd.")])
+    assert sync(deliver, paged, conversation, "incremental").status_code == 200
+    summary = db.collection("users/u-plans/conversationSummaries").document(conversation.id).get().get("summary")
+    assert summary == "Request: We want to plan a trip to Lisbon in June.\nPlans: We land on June 3rd."

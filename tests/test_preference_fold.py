@@ -208,3 +208,63 @@ def test_the_derived_document_names_its_category_confidence_and_time() -> None:
     listed = fold("interests", [chose("interests", "add", "museums", 1), statement("interests", "add", "food", 2)])
     assert listed is not None and (listed["category"], listed["confidence"]) == ("interests", 0.9)
     assert [item["confidence"] for item in listed["items"]] == [0.5, 0.9]
+
+
+# ---------------------------------------------------------------- orders, ties and the ladder
+
+
+def test_a_lists_items_come_in_the_order_each_was_named_since_it_was_last_withdrawn() -> None:
+    """Decided: an item's place is that of the statement its value rests on first, so naming
+    it again keeps its place, and withdrawing and naming it again moves it to the end."""
+    named_again = [
+        statement("dietary", "add", "vegan", 1),
+        statement("dietary", "add", "halal", 2),
+        statement("dietary", "add", "vegan", 3),
+    ]
+    derived = fold("dietary", named_again)
+    assert derived is not None and derived["value"] == ["vegan", "halal"]
+    assert [item["value"] for item in derived["items"]] == ["vegan", "halal"]
+    withdrawn = [*named_again, statement("dietary", "remove", "vegan", 4), statement("dietary", "add", "vegan", 5)]
+    derived = fold("dietary", withdrawn)
+    assert derived is not None and derived["value"] == ["halal", "vegan"]
+
+
+def test_a_withdrawn_choice_leaves_the_count() -> None:
+    """Aisle chosen twice, then withdrawn as a choice: window, chosen once since, wins."""
+    choices = [
+        chose("seat", "set", "aisle", 1),
+        chose("seat", "set", "aisle", 2),
+        chose("seat", "set", "window", 3),
+        chose("seat", "remove", "aisle", 4),
+    ]
+    derived = fold("seat", choices)
+    assert derived is not None and (derived["value"], derived["support"]["count"]) == ("window", 1)
+
+
+def said(value: str, *, conversation: str = "c1", message: str = "m1", position: int = 0) -> StoredStatement:
+    """A stated seat, all at the same instant: only the rest of the order tells them apart."""
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    return StoredStatement("seat", "set", value, 0.9, at, conversation, message, position, "stated", value)
+
+
+def test_statements_of_one_instant_are_ordered_by_conversation_then_message_then_position() -> None:
+    for earlier, later in (
+        (said("aisle", conversation="c1"), said("window", conversation="c2")),
+        (said("aisle", message="m1"), said("window", message="m2")),
+        (said("aisle", position=0), said("window", position=1)),
+    ):
+        for given in ([earlier, later], [later, earlier]):
+            derived = fold("seat", given)
+            assert derived is not None and derived["value"] == "window", (earlier, later)
+
+
+def test_confidence_is_the_stated_statements_own_or_the_ladder_of_conversations() -> None:
+    sure = StoredStatement("seat", "set", "aisle", 0.7, datetime(2026, 1, 1, tzinfo=UTC), "c1", "m1", 0, "stated")
+    derived = fold("seat", [chose("seat", "set", "window", 0), sure])
+    assert derived is not None and derived["confidence"] == 0.7
+    ladder = []
+    for conversations in range(1, 6):
+        derived = fold("seat", [chose("seat", "set", "aisle", n, f"c{n}") for n in range(conversations)])
+        assert derived is not None
+        ladder.append(derived["confidence"])
+    assert ladder == [0.5, 0.65, 0.8, 0.9, 0.9]
