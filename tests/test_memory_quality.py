@@ -46,10 +46,24 @@ def test_each_statement_names_whose_preference_it_is(text: str, expected: list[t
     assert [(s.value, s.holder) for s in EXTRACTOR.extract(text) if s.category == "dietary"] == expected
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Just my mum and me. She has a nut allergy.", [("dietary", "nut_free", "mother")]),
+        ("My wife doesn't eat dairy.", [("dietary", "dairy_free", "wife")]),
+        ("The kids are obsessed with theme parks.", [("interests", "theme_parks", "kids")]),
+        ("My dad is coming. He's 74 so we need an aisle seat for him.", [("seat", "aisle", "father")]),
+    ],
+)
+def test_what_is_said_of_someone_else_is_theirs(text: str, expected: list[tuple[str, Any, str]]) -> None:
+    assert [(s.category, s.value, s.holder) for s in EXTRACTOR.extract(text)] == expected
+
+
 def test_a_pronoun_keeps_the_relation_named_before_it_and_is_nobodys_without_one() -> None:
     (business,) = EXTRACTOR.extract("My brother might come, he only flies business class.")
     assert (business.category, business.value, business.holder) == ("cabinClass", "business", "brother")
     assert [s.holder for s in EXTRACTOR.extract("He only flies business class.")] == ["unknown"]
+    assert [s.holder for s in EXTRACTOR.extract("She is vegan.")] == ["unknown"], "kept, but nobody's"
     (seat,) = EXTRACTOR.extract("Book a window seat for my son.")
     assert (seat.value, seat.holder) == ("window", "son")
 

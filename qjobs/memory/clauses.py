@@ -116,7 +116,8 @@ HABIT = re.compile(
 FIRST_PERSON = re.compile(r"\b(?:i|i'm|im|i'd|i've|i'll|we|we're|we'd|we've|we'll|me|my|our|us)\b")
 LIKING = re.compile(
     r"(?<!would )(?<!'d )\b(?:love|loves|like|likes|enjoy|enjoys|into|interested in|fan of|keen on|big on|adore"
-    r"|passionate about|fond of)\b|\bwant to (?:see|do|go|try|visit)\b"
+    r"|passionate about|fond of|obsessed with|mad about|crazy about|huge fans? of)\b"
+    r"|\bwant to (?:see|do|go|try|visit)\b"
 )
 DISLIKE = re.compile(
     r"\b(?:hate|hates|dislike|dislikes|can'?t stand|not (?:a fan of|into|interested in)"
@@ -130,10 +131,14 @@ AVERSION = re.compile(
     r"|dislikes|rather not|not|minimi[sz]e)\b"
 )
 IDENTITY = re.compile(
-    r"\b(?:i'?m|i am|we'?re|we are|(?:my|our) \w+(?: \w+)? (?:is|are)|(?:i|we) (?:only |mostly |strictly )?eat"
-    r"|(?:i|we) (?:keep|follow|have|went)|(?:i|we)'?ve been|being)\s+(?:\S+\s+){0,3}$"
+    r"\b(?:i'?m|i am|we'?re|we are|(?:my|our) \w+(?: \w+)? (?:is|are|has|have)|(?:i|we) (?:only |mostly |strictly )?eat"
+    r"|(?:i|we) (?:keep|follow|have|went)|(?:i|we)'?ve been|being"
+    r"|(?:he|she|they)(?:'s|'re| is| are| has| have)|(?:he|she) (?:only |mostly |strictly )?eats)\s+(?:\S+\s+){0,3}$"
 )
-"""What the user is, right before the value ("I'm vegan", "my husband is coeliac", "we only eat ...")."""
+"""What someone is, right before the value ("I'm vegan", "my husband is coeliac", "we only eat
+...", "she has a nut allergy": whose it is, holders.py tells)."""
+THIRD_PERSON = re.compile(r"\b(?:he|she|they|he's|she's|they're)\b|\b(?:my|our|the) \w+")
+"""Someone other than the user is the clause's subject: an identity stated about them counts."""
 NEGATION = re.compile(
     r"\b(?:not|no|never|don'?t|doesn'?t|isn'?t|aren'?t|wasn'?t|won'?t|can'?t|cannot|stopped|quit|no more"
     r"|no longer|nothing)\b"
@@ -218,6 +223,10 @@ class Clause:
     @cached_property
     def first_person(self) -> bool:
         return FIRST_PERSON.search(self.lowered) is not None
+
+    @cached_property
+    def third_person(self) -> bool:
+        return THIRD_PERSON.search(self.lowered) is not None
 
     @cached_property
     def fragment(self) -> bool:

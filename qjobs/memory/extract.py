@@ -174,7 +174,7 @@ def decide(clause: Clause, mention: Mention) -> tuple[Op, Basis, Any] | None:  #
             return "remove", basis, mention.value
         return (positive, basis, mention.value) if AVERSION.search(clause.lowered) else None
     if mention.polarity == "identity":
-        if not (clause.first_person or clause.chooses):
+        if not (clause.first_person or clause.chooses or (clause.third_person and clause.says_identity(mention.start))):
             return None
         identity = clause.says_identity(mention.start) or (clause.first_person and not clause.chooses)
         return ("remove" if negated else positive), ("stated" if identity else basis), mention.value

@@ -37,6 +37,8 @@ RELATIONS: dict[str, str] = {
 _RELATION_WORDS = "|".join(re.escape(word) for word in sorted(RELATIONS, key=len, reverse=True))
 SUBJECT = re.compile(
     rf"\b(?:my|our)\s+(?:(?:\w+)\s+)?(?P<relation>{_RELATION_WORDS})\b"
+    r"|\bthe\s+(?:(?:little|older|younger|two|three)\s+)?"
+    r"(?P<family>kids|children|boys|girls|little ones|baby|toddler)\b"
     r"|(?P<person>\b(?:he|she|he's|she's|his|her|him)\b)"
     r"|(?P<people>\b(?:they|they're|their|them)\b)"
     r"|(?P<self>\b(?:i|i'm|im|i'd|i've|i'll|me|we|we're|we'd|we've|we'll|us)\b)",
@@ -48,9 +50,11 @@ pronoun's person, as "for me" counts as the user."""
 FOR_REACH = 80
 """How far after a mention "for my son" may stand and still name its holder."""
 FOR_COMPANION = re.compile(
-    rf"[^,;.!?]*?\bfor\s+(?:my|our)\s+(?:(?:\w+)\s+)?(?P<relation>{_RELATION_WORDS})\b", re.IGNORECASE
+    rf"[^,;.!?]*?\bfor\s+(?:(?:my|our)\s+(?:(?:\w+)\s+)?(?P<relation>{_RELATION_WORDS})\b|(?P<pronoun>him|her)\b)",
+    re.IGNORECASE,
 )
-"""A request made for someone, after what it asks for ("a window seat for my son"); matched
+"""A request made for someone, after what it asks for ("a window seat for my son", "an aisle
+seat for him" when a relation was named before); matched
 from the mention's end."""
 
 
@@ -62,34 +66,55 @@ class Holders:
         self.message = message
         self.subjects = list(SUBJECT.finditer(message))
         self.subject_starts = [match.start() for match in self.subjects]
-        self.relations = [match for match in self.subjects if match.group("relation")]
+        self.relations = [match for match in self.subjects if match.group("relation") or match.group("family")]
         self.relation_starts = [match.start() for match in self.relations]
 
     def of(self, sentence_start: int, mention_start: int, mention_end: int) -> str:
         """The holder of the mention at `mention_start:mention_end` in the message, whose
         sentence starts at `sentence_start` (offsets in the message)."""
+        requested_for = self.requested_for(mention_end)
+        if requested_for is not None:
+            return requested_for
         first = bisect.bisect_left(self.subject_starts, sentence_start)
         last = bisect.bisect_left(self.subject_starts, mention_start)
         for subject in reversed(self.subjects[first:last]):
-            if subject.end() > mention_start:
-                continue
-            if subject.group("relation"):
-                return RELATIONS[subject.group("relation").lower()]
-            if subject.group("self"):
-                return SELF
-            named = self.named_before(subject.start())
-            if named is not None:
-                return named
-            if subject.group("person"):
-                return UNKNOWN
-            # "they" with no one named is most often a place ("do they serve vegan food"): look further back
-        requested_for = FOR_COMPANION.match(self.message, mention_end, mention_end + FOR_REACH)
-        return RELATIONS[requested_for.group("relation").lower()] if requested_for else SELF
+            if subject.end() <= mention_start:
+                holder = self.holder_of_subject(subject)
+                if holder is not None:
+                    return holder
+        return SELF
+
+    def holder_of_subject(self, subject: re.Match[str]) -> str | None:
+        """Who a subject is, or None for "they" with no one named (most often a place: "do
+        they serve vegan food"), so that the search goes further back."""
+        if subject.group("relation"):
+            return RELATIONS[subject.group("relation").lower()]
+        if subject.group("family"):
+            return "baby" if subject.group("family").lower() == "baby" else "kids"
+        if subject.group("self"):
+            return SELF
+        named = self.named_before(subject.start())
+        if named is not None or subject.group("people"):
+            return named
+        return UNKNOWN
+
+    def requested_for(self, mention_end: int) -> str | None:
+        """The person a request names right after what it asks for ("a window seat for my son",
+        "an aisle seat for him"), or None."""
+        found = FOR_COMPANION.match(self.message, mention_end, mention_end + FOR_REACH)
+        if found is None:
+            return None
+        if found.group("relation"):
+            return RELATIONS[found.group("relation").lower()]
+        return self.named_before(found.start("pronoun"))
 
     def named_before(self, position: int) -> str | None:
         """The relation named last before `position` in the message: what a pronoun there refers to."""
         index = bisect.bisect_left(self.relation_starts, position)
-        return RELATIONS[self.relations[index - 1].group("relation").lower()] if index else None
+        if not index:
+            return None
+        named = self.relations[index - 1]
+        return RELATIONS[named.group("relation").lower()] if named.group("relation") else "kids"
 
 
 @lru_cache(maxsize=16)

@@ -54,7 +54,7 @@ RULES: tuple[Rule, ...] = (
     Rule("dietary", "kosher",            r"\bkosher\b", "identity"),
     Rule("dietary", "gluten_free",       r"\bgluten[- ]free\b|\bc(?:o)?eliac\b|\bgluten intoleran\w*", "identity"),
     Rule("dietary", "dairy_free",        r"\bdairy[- ]free\b|\blactose[- ]intoleran\w*", "identity"),
-    Rule("dietary", "dairy_free",        r"\b(?:no|can'?t (?:have|eat)|don'?t (?:eat|do)) dairy\b", "fixed"),
+    Rule("dietary", "dairy_free",        r"\b(?:no|can'?t (?:have|eat)|don'?t (?:eat|do)|doesn'?t (?:eat|do)) dairy\b", "fixed"),
     Rule("dietary", "nut_free",          r"\bnut[- ]free\b|\bnut allerg\w*|\ballergic to (?:pea)?nuts\b", "identity"),
     # seat (scalar)
     Rule("seat", "window",               r"\bwindow seats?\b|\bby the window\b"),
