@@ -50,6 +50,21 @@ SENTENCES = [
 ]
 
 
+LATER_SENTENCES = [
+    ("user", "My partner is gluten free."),
+    ("user", "My partner isn't gluten free any more."),
+    ("user", "About 4000 euros for the two of us."),
+    ("user", "Mid-range hotels are fine."),
+    ("user", "Actually, put me in an aisle seat from now on."),
+    ("user", "On that flight I'd rather have a window seat."),
+    ("user", "I absolutely love Lisbon!"),
+    ("user", "I never want to see Lisbon again."),
+    ("user", "In Madrid we'd love to see the Prado."),
+]
+"""Companions, budget facets, standing changes, recent choices, destinations and plans: the
+fields the incremental-equals-full invariant must hold for too."""
+
+
 class Conversation:
     """A conversation in Firestore whose messages are appended one minute apart."""
 
@@ -83,7 +98,7 @@ def sync(
 def memory_state(db: firestore.Client, user_id: str) -> dict[str, dict[str, Any]]:
     """Everything memory-sync derives for a user, but `updatedAt` and `syncType`."""
     state: dict[str, dict[str, Any]] = {}
-    for name in ("memories", "preferences", "conversationSummaries"):
+    for name in ("memories", "preferences", "companions", "conversationSummaries"):
         for doc in db.collection("users", user_id, name).stream():
             data = doc.to_dict() or {}
             state[f"{name}/{doc.id}"] = {k: v for k, v in data.items() if k not in ("updatedAt", "syncType")}
@@ -194,7 +209,9 @@ def test_a_newer_statement_elsewhere_is_never_clobbered_and_an_older_one_never_r
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(
-    batches=st.lists(st.lists(st.sampled_from(SENTENCES), min_size=0, max_size=5), min_size=1, max_size=4),
+    batches=st.lists(
+        st.lists(st.sampled_from(SENTENCES + LATER_SENTENCES), min_size=0, max_size=5), min_size=1, max_size=4
+    ),
 )
 def test_any_incremental_history_equals_one_full_sync(
     deliver: Deliver, paged: FlaskClient, db: firestore.Client, batches: list[list[tuple[str, str]]]
