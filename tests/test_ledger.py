@@ -303,3 +303,25 @@ def test_a_page_transaction_is_tried_five_times_then_fails(
     with pytest.raises(exceptions.Aborted):
         ledger.transact_page(claim, page)
     assert len(tries) == 5 and not db.collection("things").document("page").get().exists
+
+
+@pytest.mark.parametrize("ends", ["succeed", "reject", "fail", "release"])
+def test_a_claims_token_stays_on_record_however_the_claim_ends(
+    ledger: Ledger, db: firestore.Client, clock: Clock, ends: str
+) -> None:
+    """docs/architecture.md: `claimToken` names the latest claim after it ended, and
+    `leaseExpiresAt` is the moment a claim was given back (`null` once the message is done)."""
+    claim = take(ledger, delivery())
+    clock.advance(5)
+    if ends == "succeed":
+        ledger.succeed(claim, [], {})
+    elif ends == "reject":
+        ledger.reject(claim, "not_found", "nothing there")
+    elif ends == "fail":
+        ledger.fail(claim, "job_failed", "RuntimeError")
+    else:
+        assert ledger.release(claim, "the instance shut down during the run")
+    stored = entry(db)
+    assert stored["claimToken"] == claim.token
+    given_back = ends in ("fail", "release")
+    assert stored["leaseExpiresAt"] == (clock.now if given_back else None)
