@@ -291,7 +291,7 @@ def test_without_a_request_the_users_first_sentence_stands_for_it() -> None:
     assert summary_text(state) == "", "nothing the user said yet"
     apply_message(state, "user", "Hello there. Lisbon sounds lovely.", "m1", "t1")
     apply_message(state, "user", "Something calm. Maybe Porto later.", "m2", "t2")
-    assert summary_text(state) == "Request: Hello there."
+    assert summary_text(state) == "Request: Hello there.\nPlans: Lisbon sounds lovely.", "a place named is a plan"
     assert SummaryState.from_json(state.to_json()) == state, "a state without a request round-trips too"
 
 
