@@ -547,13 +547,11 @@ def test_the_token_in_qstash_token_is_accepted_too(destination: ScriptedReceiver
         running.stop()
 
 
-@pytest.mark.xfail(
-    strict=True, reason="the broker accepts Upstash-Callback and never calls it (docs/broker.md says 501)"
-)
 def test_a_success_callback_is_answered_501(broker: RunningBroker, destination: ScriptedReceiver) -> None:
     headers = {"Authorization": f"Bearer {DEV_TOKEN}", "Upstash-Callback": destination.url + "/done"}
     answer = httpx.post(f"{broker.url}/v2/publish/{destination.url}", headers=headers, content=b"{}")
-    assert answer.status_code == 501
+    assert answer.status_code == 501 and "Upstash-Callback" in answer.text
+    assert destination.received == [], "nothing published, nothing delivered"
 
 
 def test_upstash_method_is_the_delivery_s_method_and_the_timeout_defaults_to_30_seconds(

@@ -145,6 +145,10 @@ NEGATION = re.compile(
 )
 NEGATION_AFTER = re.compile(r"^[^,;]*?\b(?:any ?more|no longer)\b")
 SCOPE_BREAK = re.compile(r",|\band\b|\bor\b|\bthen\b")
+PHRASE_BREAK = re.compile(
+    r"(?:,|\band\b|\bor\b|\bthen\b|\bbut\b)\s*(?=(?:i|we|i'm|we're|i'd|we'd|my|our|he|she|they)\b)"
+)
+"""Where a new subject starts a phrase of its own."""
 NEGATION_REACH = 4
 """A negation governs a value at most this many words after it, within one phrase."""
 
@@ -266,6 +270,16 @@ class Clause:
             if len(before[negation.end() :].split()) <= NEGATION_REACH:
                 return True
         return NEGATION_AFTER.search(self.lowered[end:]) is not None
+
+    def phrase_of(self, start: int, end: int) -> str:
+        """The phrase the words at start:end stand in: between the nearest "and", "or", comma
+        or "then" joined to a new subject on either side ("I love museums and I hate crowds"
+        is two phrases; "museums and galleries" one)."""
+        lowered = self.lowered
+        breaks = list(PHRASE_BREAK.finditer(lowered))
+        before = [match.end() for match in breaks if match.end() <= start]
+        after = [match.start() for match in breaks if match.start() >= end]
+        return lowered[(before[-1] if before else 0) : (after[0] if after else len(lowered))]
 
     def between(self, start: int, end: int) -> str:
         return self.lowered[start:end]

@@ -162,9 +162,10 @@ def decide(clause: Clause, mention: Mention) -> tuple[Op, Basis, Any] | None:  #
     if mention.polarity == "given":
         return positive, basis, mention.value
     if mention.polarity in ("liking", "interest"):
-        if DISLIKE.search(clause.lowered):
+        phrase = clause.phrase_of(mention.start, mention.end)
+        if DISLIKE.search(phrase):
             return "remove", "stated", mention.value
-        if LIKING.search(clause.lowered):
+        if LIKING.search(phrase):
             return positive, "stated", mention.value
         if mention.polarity == "liking" or not clause.chooses:
             return None

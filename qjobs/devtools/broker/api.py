@@ -43,6 +43,8 @@ def published_message(destination: str, headers: Mapping[str, str], body: bytes,
     }
     if "content-type" in options:
         forwarded.setdefault("Content-Type", options["content-type"])
+    if "upstash-callback" in options:
+        raise Refused(501, "Upstash-Callback (success callbacks) is not implemented by this local broker")
     now_ms = int(time.time() * 1000)
     retries = _integer(options, "upstash-retries", 3, 0, 20)
     return Message(
