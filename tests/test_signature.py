@@ -14,7 +14,16 @@ from google.cloud import firestore
 from qstash import Receiver
 from qstash.errors import SignatureError as QStashSignatureError
 
-from qjobs.signature import SignatureError, VerifiedToken, body_digest, delivery_headers, sign, verify_signature
+from qjobs.signature import (
+    EARLIEST_TIME,
+    LATEST_TIME,
+    SignatureError,
+    VerifiedToken,
+    body_digest,
+    delivery_headers,
+    sign,
+    verify_signature,
+)
 from tests.support import (
     CURRENT_KEY,
     MEMORY,
@@ -422,3 +431,36 @@ def test_during_a_key_rotation_a_delivery_signed_with_either_key_runs(make_clien
         headers = {**qstash_headers(NOTIFY, body, key=key), **({"upstash-region": region} if region else {})}
         response = client.post(NOTIFY, data=body, headers=headers)
         assert response.status_code == 200, (key, response.json)
+
+
+@pytest.mark.parametrize(
+    ("claims", "expected"),
+    [
+        ({"iat": 1e20}, ("malformed", "the claim iat is not a time in the years 1-9999")),
+        ({"exp": -(10**12)}, ("malformed", "the claim exp is not a time in the years 1-9999")),
+        ({"jti": "jwt_\ud800"}, ("malformed", "the claim jti is not valid text")),
+    ],
+    ids=["iat-past-9999", "exp-before-year-1", "lone-surrogate"],
+)
+def test_a_claim_no_time_or_text_can_hold_is_malformed_and_says_so(
+    claims: dict[str, object], expected: tuple[str, str]
+) -> None:
+    assert refusal(sign(BODY, url=URL, key=CURRENT_KEY, now=NOW, **claims)) == expected
+
+
+def test_the_first_and_last_second_a_timestamp_holds_are_times() -> None:
+    """Years 1 and 9999 are the bounds, both included: such a token is judged on its times
+    like any other, not refused as malformed."""
+    accepted(sign(BODY, url=URL, key=CURRENT_KEY, now=NOW, nbf=EARLIEST_TIME, iat=EARLIEST_TIME, jti="jwt_old"))
+    far = sign(BODY, url=URL, key=CURRENT_KEY, now=NOW, exp=LATEST_TIME, jti="jwt_far")
+    assert accepted(far).expires_at == LATEST_TIME
+
+
+def test_a_token_is_remembered_until_its_expiry_plus_the_leeway_and_never_past_9999() -> None:
+    """How long a token's id is kept to refuse its replay: no shorter than it verifies, and
+    no overflow for a token that expires near the last second a timestamp holds."""
+    assert VerifiedToken("jwt_1", NOW).valid_until(30) == datetime.fromtimestamp(NOW + 30, UTC)
+    assert VerifiedToken("jwt_1", NOW).valid_until(0) == datetime.fromtimestamp(NOW, UTC)
+    last = datetime.fromtimestamp(LATEST_TIME, UTC)
+    assert VerifiedToken("jwt_2", LATEST_TIME - 10).valid_until(30) == last
+    assert VerifiedToken("jwt_3", LATEST_TIME - 40).valid_until(30) == datetime.fromtimestamp(LATEST_TIME - 10, UTC)
