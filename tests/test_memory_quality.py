@@ -215,3 +215,8 @@ def test_places_planned_for_this_trip_are_the_summarys_plans_however_the_sentenc
     summary = db.collection("users/u-plans/conversationSummaries").document(conversation.id).get().get("summary")
     assert f"Plans: {sentence}" in summary
     assert not db.collection("users/u-plans/preferences").document("destinations").get().exists, "a plan is no stance"
+
+
+def test_an_amount_each_is_per_person() -> None:
+    (budget,) = [s for s in EXTRACTOR.extract("Budget around $400 each for the house.") if s.category == "budget"]
+    assert budget.value == {"amount": 400, "currency": "USD", "per": "person"}

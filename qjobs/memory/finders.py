@@ -52,7 +52,7 @@ BUDGET_CUE = re.compile(
 PER = (
     ("night", re.compile(r"\b(?:per|a|each|/)\s?night\b|\bnightly\b")),
     ("day", re.compile(r"\b(?:per|a|each|/)\s?day\b|\bdaily\b")),
-    ("person", re.compile(r"\b(?:per|a|each)\s?(?:person|head)\b|\bpp\b|\beach of us\b")),
+    ("person", re.compile(r"\b(?:per|a|each)\s?(?:person|head)\b|\bpp\b|\beach(?: of us)?\b|\bapiece\b")),
 )
 
 
