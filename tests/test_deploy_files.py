@@ -148,6 +148,7 @@ def test_dockerignore_keeps_out_the_venv_the_tests_and_git() -> None:
         "tests/test_checks.py",
         "tests/apps/probe_main.py",
         "qjobs/__pycache__/x.pyc",
+        "mutants/qjobs/signature.py",
     ):
         assert dockerignored(path, patterns), path
     for path in ("main.py", "handlers/memory_sync.py", "qjobs/pipeline.py", "requirements.txt", "pyproject.toml"):

@@ -18,12 +18,21 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 CATALOGUE = Path(__file__).with_name("catalogue.json")
-IGNORED = shutil.ignore_patterns(".venv", ".git", ".emulator", "__pycache__", ".*_cache", ".hypothesis")
+IGNORED_EVERYWHERE = shutil.ignore_patterns(".venv", ".git", ".emulator", "__pycache__", ".*_cache", ".hypothesis")
+
+
+def ignored(directory: str, names: list[str]) -> set[str]:
+    """What the scratch copy leaves out: caches and environments anywhere, and at the root
+    mutmut's own scratch tree, `mutants/` (a copy of the sources whose tests would run too)."""
+    left_out = IGNORED_EVERYWHERE(directory, names)
+    if Path(directory) == ROOT and "mutants" in names:
+        left_out.add("mutants")
+    return left_out
 
 
 def scratch_copy() -> Path:
     scratch = Path(tempfile.mkdtemp(prefix="qjobs-mutants-")) / "tree"
-    shutil.copytree(ROOT, scratch, ignore=IGNORED)
+    shutil.copytree(ROOT, scratch, ignore=ignored)
     return scratch
 
 
