@@ -1,7 +1,9 @@
 """Extraction and the summary fold, without Firestore: ordinary phrasing, the requests real
 users make while planning, questions, negations with a scope, and open choices."""
 
+import itertools
 import re
+import string
 from typing import Any
 
 import pytest
@@ -10,6 +12,7 @@ from hypothesis import strategies as st
 
 from qjobs.memory.extract import RuleExtractor, overlaps, split_sentences
 from qjobs.memory.summary import (
+    MAX_TERMS,
     SUMMARY_MAX_CHARS,
     Note,
     SummaryState,
@@ -517,3 +520,18 @@ def test_a_negation_does_not_reach_a_like_in_another_clause_of_the_sentence(text
     """docs/memory-sync.md: a negation governs only what follows it closely, within one
     phrase. Joined by "and", the like and the dislike are two phrases."""
     assert not [s for s in EXTRACTOR.extract(text) if s.category == "interests" and s.op == "remove"]
+
+
+def test_past_the_term_limit_the_least_used_words_are_forgotten() -> None:
+    state = SummaryState()
+    apply_message(state, "user", "Zebras, zebras and more zebras.", "m1", "t1")
+    rare = ["q" + "".join(letters) for letters in itertools.product(string.ascii_lowercase, repeat=3)][:MAX_TERMS]
+    apply_message(state, "user", " ".join(rare), "m2", "t2")
+    assert len(state.terms) == MAX_TERMS and keywords(state)[0] == "zebras"
+    assert rare[-1] not in state.terms, "among words used once, the latest first used goes"
+
+
+def test_a_state_stored_before_words_were_counted_reads_its_count_from_the_terms() -> None:
+    stored = SummaryState.from_json('{"message_count": 1, "terms": {"lisbon": [2, 0], "porto": [1, 2]}}')
+    assert stored.words_seen == 3
+    assert SummaryState.from_json('{"message_count": 1}') == SummaryState(message_count=1)
