@@ -535,3 +535,63 @@ def test_a_state_stored_before_words_were_counted_reads_its_count_from_the_terms
     stored = SummaryState.from_json('{"message_count": 1, "terms": {"lisbon": [2, 0], "porto": [1, 2]}}')
     assert stored.words_seen == 3
     assert SummaryState.from_json('{"message_count": 1}') == SummaryState(message_count=1)
+
+
+# ---------------------------------------------------------------- whose, which and what a clause states
+
+
+def holders_of(text: str) -> list[tuple[str, Any, str]]:
+    return [(s.category, s.value, s.holder) for s in EXTRACTOR.extract(text)]
+
+
+def test_each_clause_is_read_where_it_stands_in_its_sentence() -> None:
+    """Whose a value is depends on the words before it in the sentence: a clause repeated later
+    in the sentence, or a request for someone after a comma, must not borrow them."""
+    assert holders_of("window seat, but my wife wants a window seat too") == [
+        ("seat", "window", "self"),
+        ("seat", "window", "wife"),
+    ]
+    assert holders_of("Book me an aisle seat, and for my wife a window seat.") == [
+        ("seat", "aisle", "self"),
+        ("seat", "window", "wife"),
+    ]
+
+
+def test_a_second_value_replaces_the_first_only_when_the_words_between_them_say_so() -> None:
+    assert found("We prefer apartments over hotels, ideally near the beach") == [
+        ("accommodation", "set", "apartment")
+    ], "the 'ideally' after both values prefers neither"
+    assert found("I want a hotel, ideally not a hostel") == [
+        ("accommodation", "set", "hotel"),
+        ("accommodation", "remove", "hostel"),
+    ], "a withdrawal after the value does not replace it"
+    assert found("a window seat, just not an aisle seat") == [("seat", "set", "window"), ("seat", "remove", "aisle")]
+
+
+def test_a_mention_that_states_nothing_does_not_hide_the_values_after_it() -> None:
+    assert found("Nothing expensive, a hotel please") == [("accommodation", "set", "hotel")]
+
+
+def test_what_a_place_offers_is_nobodys_identity() -> None:
+    """ "vegan" said of a restaurant or a hotel is what it serves, not what someone is."""
+    assert found("The restaurant has vegan options.") == []
+    assert found("The hotel is vegan friendly") == []
+
+
+def test_a_dislike_is_scoped_to_its_phrase() -> None:
+    assert found("I love museums, I hate crowds") == [("interests", "add", "museums"), ("avoid", "add", "crowds")]
+    assert found("I love beaches, I hate shopping") == [
+        ("interests", "add", "beaches"),
+        ("interests", "remove", "shopping"),
+    ]
+    assert found("Hate shopping malls") == [("interests", "remove", "shopping")], "a dislike that opens the message"
+
+
+def test_a_place_loved_or_avoided_is_no_plan() -> None:
+    for text in ("I absolutely love Lisbon!", "We hated Cancun."):
+        state = SummaryState()
+        apply_message(state, "user", f"We need a hotel. {text}", "m1", "t1")
+        assert summary_text(state) == "Request: We need a hotel.", text
+    state = SummaryState()
+    apply_message(state, "user", "We need a hotel. In Madrid we would love to see the Prado.", "m1", "t1")
+    assert summary_text(state) == "Request: We need a hotel.\nPlans: In Madrid we would love to see the Prado."

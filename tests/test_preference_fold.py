@@ -4,7 +4,7 @@ nothing is stated, and the derived document says what supports it."""
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from qjobs.memory.preferences import StoredStatement, fold
+from qjobs.memory.preferences import StoredStatement, fold, statement_of
 
 
 def statement(
@@ -268,3 +268,213 @@ def test_confidence_is_the_stated_statements_own_or_the_ladder_of_conversations(
         assert derived is not None
         ladder.append(derived["confidence"])
     assert ladder == [0.5, 0.65, 0.8, 0.9, 0.9]
+
+
+# ---------------------------------------------------------------- memory entries the fold can use
+
+
+def entry(**changed: Any) -> dict[str, Any]:
+    """A memory entry as memory-sync writes it, with the fields given changed (None: left out)."""
+    memory = {
+        "kind": "preference",
+        "category": "seat",
+        "op": "set",
+        "value": "aisle",
+        "confidence": 0.8,
+        "statedAt": datetime(2026, 1, 1, tzinfo=UTC),
+        "conversationId": "c1",
+        "messageId": "m1",
+        "position": 1,
+        "basis": "stated",
+        "holder": "self",
+    }
+    memory.update(changed)
+    return {name: value for name, value in memory.items() if value is not None}
+
+
+def test_each_operation_of_a_memory_entry_is_read_with_its_id() -> None:
+    for op in ("set", "add", "remove"):
+        read = statement_of(entry(op=op), "mem-1")
+        assert read == StoredStatement(
+            "seat", op, "aisle", 0.8, datetime(2026, 1, 1, tzinfo=UTC), "c1", "m1", 1, "stated", "mem-1", "self"
+        )
+    assert statement_of(entry()) is not None and statement_of(entry()).memory_id == ""  # type: ignore[union-attr]
+
+
+def test_a_memory_entry_says_whose_preference_it_is() -> None:
+    partners = statement_of(entry(holder="partner"), "mem-1")
+    assert partners is not None and partners.holder == "partner"
+    older = statement_of(entry(holder=None), "mem-1")
+    assert older is not None and older.holder == "self", "an entry written before holder existed is the user's"
+
+
+def test_a_malformed_memory_entry_is_left_out_of_the_fold() -> None:
+    """The memories are the app's store: anyone may edit one, and one bad entry must not stop
+    every later sync of the user."""
+    malformed = {
+        "no op": entry(op=None),
+        "an unknown op": entry(op="replace"),
+        "no category": entry(category=None),
+        "no time": entry(statedAt=None),
+        "a time as text": entry(statedAt="2026-01-01T00:00:00Z"),
+        "a confidence as a word": entry(confidence="high"),
+        "a confidence that is no number": entry(confidence=float("nan")),
+        "an endless confidence": entry(confidence=float("inf")),
+        "a confidence of nothing": entry(confidence=[]),
+        "a position as a word": entry(position="first"),
+    }
+    for why, memory in malformed.items():
+        assert statement_of(memory, "mem-1") is None, why
+    usable = [statement_of(memory, "mem-1") for memory in (*malformed.values(), entry(value="window"))]
+    derived = fold("seat", [s for s in usable if s is not None])
+    assert derived is not None and derived["value"] == "window"
+
+
+# ---------------------------------------------------------------- a budget kept whole
+
+EUROS = {"amount": 4000, "currency": "EUR", "per": "trip"}
+DOLLARS = {"amount": 150, "currency": "USD", "per": "night"}
+
+
+def test_a_budgets_level_and_amount_stand_side_by_side() -> None:
+    """ "mid-range hotels are fine" keeps a standing "about 4000 euros" and the other way round."""
+    derived = fold(
+        "budget", [statement("budget", "set", EUROS, 1), statement("budget", "set", {"level": "mid_range"}, 2)]
+    )
+    assert derived is not None and derived["value"] == {**EUROS, "level": "mid_range"}
+    assert (derived["basis"], derived["support"]["count"]) == ("stated", 2)
+    assert (derived["sourceMessageId"], derived["support"]["memoryIds"]) == ("m2", ["mem-c1-2", "mem-c1-1"])
+    derived = fold("budget", [statement("budget", "set", {"level": "luxury"}, 1), statement("budget", "set", EUROS, 2)])
+    assert derived is not None and derived["value"] == {"level": "luxury", **EUROS}
+    assert derived["sourceMessageId"] == "m2" and derived["statedAt"] == datetime(2026, 1, 1, 0, 2, tzinfo=UTC)
+
+
+def test_a_later_budget_replaces_only_its_own_facet() -> None:
+    derived = fold(
+        "budget",
+        [
+            statement("budget", "set", {"level": "budget"}, 1),
+            statement("budget", "set", EUROS, 2),
+            statement("budget", "set", {"level": "luxury"}, 3),
+            statement("budget", "set", DOLLARS, 4),
+        ],
+    )
+    assert derived is not None and derived["value"] == {**DOLLARS, "level": "luxury"}
+    assert derived["support"] == {"count": 2, "memoryIds": ["mem-c1-4", "mem-c1-3"]}
+
+
+def test_withdrawing_a_budget_facet_keeps_the_other() -> None:
+    amount_and_level = [statement("budget", "set", EUROS, 1), statement("budget", "set", {"level": "luxury"}, 2)]
+    derived = fold("budget", [*amount_and_level, statement("budget", "remove", {"level": "luxury"}, 3)])
+    assert derived is not None and derived["value"] == EUROS and derived["sourceMessageId"] == "m1"
+    derived = fold("budget", [*amount_and_level, statement("budget", "remove", EUROS, 3)])
+    assert derived is not None and derived["value"] == {"level": "luxury"}
+    assert fold("budget", [statement("budget", "set", EUROS, 1), statement("budget", "remove", EUROS, 2)]) is None
+    assert fold("budget", []) is None
+
+
+def test_a_budget_is_stated_when_either_facet_is_and_as_sure_as_its_surest_facet() -> None:
+    chosen_level = chose("budget", "set", {"level": "budget"}, 1)
+    derived = fold("budget", [chosen_level, statement("budget", "set", EUROS, 2)])
+    assert derived is not None and (derived["basis"], derived["confidence"]) == ("stated", 0.9)
+    derived = fold("budget", [statement("budget", "set", EUROS, 0), chosen_level])
+    assert derived is not None and (derived["basis"], derived["confidence"]) == ("stated", 0.9)
+    derived = fold("budget", [chosen_level, chose("budget", "set", EUROS, 2)])
+    assert derived is not None and (derived["basis"], derived["confidence"]) == ("choice", 0.5)
+    assert derived["value"] == {"level": "budget", **EUROS}
+
+
+def test_a_budget_chosen_for_one_trip_is_kept_beside_the_stated_one() -> None:
+    stated = [statement("budget", "set", {"level": "mid_range"}, 1), statement("budget", "set", EUROS, 2)]
+    derived = fold("budget", [*stated, chose("budget", "set", {"level": "luxury"}, 3, "c2")])
+    assert derived is not None and derived["value"] == {"level": "mid_range", **EUROS}
+    assert derived["recentChoice"] == {
+        "value": {"level": "luxury"},
+        "conversationId": "c2",
+        "statedAt": datetime(2026, 1, 1, 0, 3, tzinfo=UTC),
+    }
+    both = [*stated, chose("budget", "set", DOLLARS, 3, "c2"), chose("budget", "set", {"level": "luxury"}, 4, "c3")]
+    derived = fold("budget", both)
+    assert derived is not None and derived["recentChoice"]["value"] == {"level": "luxury"}, "the latest choice"
+    both = [*stated, chose("budget", "set", {"level": "luxury"}, 3, "c2"), chose("budget", "set", DOLLARS, 4, "c3")]
+    derived = fold("budget", both)
+    assert derived is not None and derived["recentChoice"]["value"] == DOLLARS, "the latest choice"
+    same = fold(
+        "budget", [*stated, chose("budget", "set", {"level": "mid_range"}, 3), chose("budget", "set", EUROS, 4)]
+    )
+    assert same is not None and "recentChoice" not in same, "choosing what is preferred is no departure from it"
+    restated = fold("budget", [*stated, chose("budget", "set", DOLLARS, 3), statement("budget", "set", DOLLARS, 4)])
+    assert restated is not None and "recentChoice" not in restated
+
+
+# ---------------------------------------------------------------- the choice made for one trip
+
+
+def test_a_choice_made_after_the_stated_preference_is_kept_beside_it() -> None:
+    """ "On that flight I'd rather have an aisle seat" after "I always prefer a window seat"."""
+    derived = fold("seat", [statement("seat", "set", "window", 1), chose("seat", "set", "aisle", 2, "c2")])
+    assert derived is not None and (derived["value"], derived["basis"]) == ("window", "stated")
+    assert derived["recentChoice"] == {
+        "value": "aisle",
+        "conversationId": "c2",
+        "statedAt": datetime(2026, 1, 1, 0, 2, tzinfo=UTC),
+    }
+    assert derived["support"]["count"] == 1
+
+
+def test_only_a_later_choice_that_differs_is_a_recent_choice() -> None:
+    window = statement("seat", "set", "window", 2)
+    cases = {
+        "a choice before the statement": [chose("seat", "set", "aisle", 1), window],
+        "a choice of the preferred value": [window, chose("seat", "set", "window", 3)],
+        "a departure, then the preferred value again": [
+            window,
+            chose("seat", "set", "aisle", 3),
+            chose("seat", "set", "window", 4),
+        ],
+        "a choice withdrawn while planning": [window, chose("seat", "remove", "aisle", 3)],
+        "a stated withdrawal of another value": [window, statement("seat", "remove", "aisle", 3)],
+        "a later stated preference": [window, chose("seat", "set", "aisle", 3), statement("seat", "set", "aisle", 4)],
+    }
+    for why, statements in cases.items():
+        derived = fold("seat", statements)
+        assert derived is not None and "recentChoice" not in derived, why
+
+
+def test_the_latest_of_several_departures_is_the_recent_choice() -> None:
+    cabins = [
+        statement("cabinClass", "set", "economy", 1),
+        chose("cabinClass", "set", "business", 2, "c2"),
+        chose("cabinClass", "set", "first", 3, "c3"),
+    ]
+    derived = fold("cabinClass", cabins)
+    assert derived is not None and derived["value"] == "economy"
+    assert (derived["recentChoice"]["value"], derived["recentChoice"]["conversationId"]) == ("first", "c3")
+
+
+def test_a_choice_read_back_with_its_keys_in_another_order_is_no_departure() -> None:
+    written = {"amount": 150, "currency": "EUR", "per": "night"}
+    read_back = {"per": "night", "currency": "EUR", "amount": 150}
+    for stated, chosen in ((written, read_back), (read_back, written)):
+        derived = fold("budget", [statement("budget", "set", stated, 1), chose("budget", "set", chosen, 2)])
+        assert derived is not None and "recentChoice" not in derived
+
+
+# ---------------------------------------------------------------- places the user loves or avoids
+
+
+def place(name: str, stance: str) -> dict[str, str]:
+    return {"place": name, "stance": stance}
+
+
+def test_a_place_is_one_item_whatever_its_stance_or_case() -> None:
+    derived = fold(
+        "destinations",
+        [
+            statement("destinations", "add", place("Lisbon", "love"), 1),
+            statement("destinations", "add", place("Rome", "love"), 2),
+            statement("destinations", "add", place("lisbon", "avoid"), 3),
+        ],
+    )
+    assert derived is not None and derived["value"] == {"love": ["Rome"], "avoid": ["lisbon"]}
+    assert [item["value"] for item in derived["items"]] == [place("lisbon", "avoid"), place("Rome", "love")]
