@@ -298,7 +298,8 @@ def test_each_operation_of_a_memory_entry_is_read_with_its_id() -> None:
         assert read == StoredStatement(
             "seat", op, "aisle", 0.8, datetime(2026, 1, 1, tzinfo=UTC), "c1", "m1", 1, "stated", "mem-1", "self"
         )
-    assert statement_of(entry()) is not None and statement_of(entry()).memory_id == ""  # type: ignore[union-attr]
+    unnamed = statement_of(entry())
+    assert unnamed is not None and unnamed.memory_id == ""
 
 
 def test_a_memory_entry_says_whose_preference_it_is() -> None:
@@ -478,3 +479,9 @@ def test_a_place_is_one_item_whatever_its_stance_or_case() -> None:
     )
     assert derived is not None and derived["value"] == {"love": ["Rome"], "avoid": ["lisbon"]}
     assert [item["value"] for item in derived["items"]] == [place("lisbon", "avoid"), place("Rome", "love")]
+
+
+def test_the_budget_document_names_its_category() -> None:
+    for value in (EUROS, {"level": "luxury"}):
+        derived = fold("budget", [statement("budget", "set", value, 1)])
+        assert derived is not None and (derived["category"], derived["value"]) == ("budget", value)
