@@ -6,35 +6,137 @@ request's lines (`logging.googleapis.com/trace`) comes from its `traceparent` or
 handler's own filter would copy any run of word characters from the latter, 8,000 of
 them or mojibake, into every line. Only ids, codes and timings are logged: never the
 signature, the body or anything personal in it.
+
+Importing that handler imports the whole google-cloud-logging client (about 40 ms), which
+no delivery needs before it is answered. So the service's handler (`StructuredLogs`)
+makes it on first use; under gunicorn, the lines of the deliveries answered before then
+wait for their answer to be sent (`write_deferred`, run when the server closes the
+response) and are then written in order, each in its own request's context: byte for byte
+what writing them at once would have written (docs/performance.md, "Cold start").
 """
 
+import contextvars
 import logging
 import re
 import sys
+import threading
 import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import flask
-from google.cloud.logging_v2.handlers import StructuredLogHandler
+
+if TYPE_CHECKING:
+    from google.cloud.logging_v2.handlers import StructuredLogHandler
 
 LOGGER_NAME = "qjobs"
 ERROR_EVENT_TYPE = "type.googleapis.com/google.devtools.clouderrorreporting.v1beta1.ReportedErrorEvent"
 
 logger = logging.getLogger(LOGGER_NAME)
 
+UNTIL_SENT: contextvars.ContextVar[bool] = contextvars.ContextVar("qjobs_logs_until_sent", default=False)
+"""True while gunicorn answers a delivery: it closes the response (PEP 3333) once the answer
+is sent, which is when the pipeline has the lines kept meanwhile written (`write_deferred`).
+The Flask test client leaves closing to its caller: there every line is written at once."""
+
 
 def configure_logging(level: str, project: str | None, stream: TextIO | None = None) -> None:
     """Route the service's logs (and the root logger's) through one structured handler;
     calling it again replaces the handler rather than adding a second one."""
     root = logging.getLogger()
-    for handler in [h for h in root.handlers if isinstance(h, StructuredLogHandler)]:
+    for handler in [h for h in root.handlers if isinstance(h, StructuredLogs)]:
         root.removeHandler(handler)
-    handler = StructuredLogHandler(project_id=project, stream=stream or sys.stdout)  # type: ignore[no-untyped-call]
-    handler.filters.insert(0, RequestTrace(project))  # before the handler's own, which respects it
-    root.addHandler(handler)
+    root.addHandler(StructuredLogs(project, stream or sys.stdout))
     root.setLevel(level)
     logger.setLevel(level)
+
+
+class StructuredLogs(logging.Handler):
+    """google-cloud-logging's `StructuredLogHandler`, with `RequestTrace` before its own
+    filter, made when the first line is written.
+
+    A line logged while a delivery is answered (`UNTIL_SENT`) before that handler exists is
+    kept, with a copy of its context (the request's, which the filters read), until
+    `write_pending`, called once the answer is sent. That makes the handler (outside the
+    lock: lines logged meanwhile are kept too) and writes the kept lines in the order they
+    were logged. A line logged anywhere else (start-up, shutdown) makes the handler at once
+    and is written after the kept ones; `flush` writes them too. So no line is lost or
+    reordered, and each is what writing it at once would have written.
+    """
+
+    def __init__(self, project: str | None, stream: TextIO) -> None:
+        super().__init__()
+        self.project = project
+        self.stream = stream
+        self._structured: StructuredLogHandler | None = None
+        self._making = threading.Lock()
+        self._pending: list[tuple[logging.LogRecord, contextvars.Context]] = []
+        self._ready = False
+        """The handler exists and no line is kept: every line is written at once."""
+        self._draining = False
+
+    def emit(self, record: logging.LogRecord) -> None:  # called holding self.lock
+        if not (self._ready or self._draining):
+            if UNTIL_SENT.get():
+                self._pending.append((_rendered(record), contextvars.copy_context()))
+                return
+            self._drain(self._make())
+        # While draining, the handler's own diagnostic entry (logged as it writes its first
+        # line) comes here too, and is written at that point, as it always was.
+        (self._structured or self._make()).handle(record)
+
+    def write_pending(self) -> None:
+        """Write the kept lines, making the handler first without holding the lock."""
+        if not self._ready:
+            structured = self._make()
+            self.acquire()
+            try:
+                self._drain(structured)
+            finally:
+                self.release()
+
+    def flush(self) -> None:
+        self.write_pending()
+        if self._structured is not None:
+            self._structured.flush()
+
+    def _make(self) -> "StructuredLogHandler":
+        with self._making:
+            if self._structured is None:
+                from google.cloud.logging_v2.handlers import StructuredLogHandler  # noqa: PLC0415 (the module's doc)
+
+                handler = StructuredLogHandler(project_id=self.project, stream=self.stream)  # type: ignore[no-untyped-call]
+                handler.filters.insert(0, RequestTrace(self.project))  # before the handler's own, which respects it
+                self._structured = handler
+            return self._structured
+
+    def _drain(self, structured: "StructuredLogHandler") -> None:  # called holding self.lock
+        if self._ready:
+            return
+        self._draining = True
+        try:
+            while self._pending:
+                record, context = self._pending.pop(0)
+                context.run(structured.handle, record)
+        finally:
+            self._draining = False
+        self._ready = True
+
+
+def _rendered(record: logging.LogRecord) -> logging.LogRecord:
+    """The record with its message formatted now, in case its arguments change before it
+    is written (the handler takes a mapping as the message itself, arguments or not)."""
+    if record.args and not isinstance(record.msg, Mapping):
+        record.msg, record.args = record.getMessage(), None
+    return record
+
+
+def write_deferred() -> None:
+    """Write the lines kept until an answer was sent (the response's `call_on_close`)."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, StructuredLogs):
+            handler.write_pending()
 
 
 TRACEPARENT = re.compile(r"(?!ff)[0-9a-f]{2}-(?!0{32})([0-9a-f]{32})-(?!0{16})([0-9a-f]{16})-([0-9a-f]{2})(?:-.*)?")

@@ -23,7 +23,7 @@ from qjobs.firestore_client import BoundedClient, RpcBudget
 from qjobs.http import error_response, header_detail, json_response, read_capped_body, signed_url
 from qjobs.jobs import JobSpec
 from qjobs.ledger import Delivery, Ledger
-from qjobs.logs import DeliveryLog, log_delivery
+from qjobs.logs import UNTIL_SENT, DeliveryLog, log_delivery, write_deferred
 from qjobs.numbers import ascii_natural
 from qjobs.runner import JobRunner, shutting_down
 from qjobs.safe_id import is_safe_id
@@ -76,6 +76,17 @@ class Pipeline:
     def handle(self, request: flask.Request) -> flask.Response:
         if request.path == HEALTH_PATH:
             return self._health(request)
+        # gunicorn closes a response once it has sent it: the first lines of a process can
+        # wait for that, so that loading the logging library does not delay the answer.
+        until_sent = UNTIL_SENT.set(request.environ.get("SERVER_SOFTWARE", "").startswith("gunicorn/"))
+        try:
+            response = self._answer(request)
+        finally:
+            UNTIL_SENT.reset(until_sent)
+        response.call_on_close(write_deferred)
+        return response
+
+    def _answer(self, request: flask.Request) -> flask.Response:
         record = DeliveryLog(path=request.path)
         started = time.monotonic()
         failure: BaseException | None = None

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -306,3 +307,27 @@ def test_the_servers_own_refusals_have_the_services_error_shape(
         assert set(error) == {"error", "message"} and error["error"] == code, case
         assert b"script" not in body and b"xxxx" not in body, case
     assert requests.get(f"{server.url}/health", timeout=10).status_code == 200
+
+
+def test_the_first_deliveries_lines_are_written_after_their_answers_exactly_as_the_later_ones(
+    service_env: dict[str, str], db: firestore.Client, servers: list[Server], tmp_path: Path
+) -> None:
+    """A fresh worker has not loaded the logging library: the lines of the deliveries it
+    answers meanwhile wait for their answers to be sent, and are then written in order, each
+    as a later line is written at once (the same fields, bytes and request data)."""
+    server = start_server(service_env, tmp_path / "lines.log")
+    servers.append(server)
+    trace = {"X-Cloud-Trace-Context": "105445aa7843bc8bf206b12000100000/1;o=1"}
+    body = encode(NOTIFY_PAYLOAD)
+    sent = []
+    for _ in range(3):
+        headers = {**qstash_headers(NOTIFY, body, base_url=server.url), **trace}
+        assert requests.post(server.url + NOTIFY, data=body, headers=headers, timeout=60).status_code == 200
+        sent.append(headers["Upstash-Message-Id"])
+    server.stop()
+    lines = [line for line in server.logs().splitlines() if '"event": "job_delivery"' in line]
+    assert [json.loads(line)["messageId"] for line in lines] == sent
+    shapes = {re.sub(r'"(messageId|durationMs)": [^,]+,', r'"\1": _,', line) for line in lines}
+    assert len(shapes) == 1, shapes
+    (logged,) = {json.dumps(json.loads(line)["httpRequest"]) for line in lines}
+    assert json.loads(logged)["requestUrl"] == server.url + NOTIFY
