@@ -6,12 +6,12 @@ every problem, rather than failing deliveries one by one later.
 
 import re
 from collections.abc import Mapping
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from qjobs.channels.email import SmtpServer, parse_smtp_url
-from qjobs.channels.webhook import valid_secret
+if TYPE_CHECKING:
+    from qjobs.channels.email import SmtpServer
 
 DEV_CURRENT_SIGNING_KEY = "sig_7kYjw48mhY7kAjqNGcy6cr29RJ6r"
 DEV_NEXT_SIGNING_KEY = "sig_5ZB6DVzB1wjE8S6rZ7eenA8Pdnhs"
@@ -94,8 +94,8 @@ class Settings(BaseModel):
         return value
 
     @property
-    def smtp_server(self) -> SmtpServer | None:
-        return parse_smtp_url(self.smtp_url) if self.smtp_url else None
+    def smtp_server(self) -> "SmtpServer | None":
+        return _parse_smtp_url(self.smtp_url) if self.smtp_url else None
 
     @property
     def webhook_enabled(self) -> bool:
@@ -105,13 +105,13 @@ class Settings(BaseModel):
     @classmethod
     def _smtp_url_parses(cls, value: str | None) -> str | None:
         if value is not None:
-            parse_smtp_url(value)
+            _parse_smtp_url(value)
         return value
 
     @field_validator("collaborator_webhook_secret")
     @classmethod
     def _webhook_secret_usable(cls, value: str | None) -> str | None:
-        return None if value is None else valid_secret(value)
+        return None if value is None else _valid_webhook_secret(value)
 
     @field_validator("collaborator_webhook_url", "email_unsubscribe_url")
     @classmethod
@@ -164,6 +164,20 @@ class Settings(BaseModel):
     def _uses_dev_key(self) -> bool:
         slots = [self.default_keys(), *self.region_keys.values()]
         return any(key in DEV_SIGNING_KEYS for pair in slots for key in pair.all())
+
+
+def _parse_smtp_url(url: str) -> "SmtpServer":
+    # A channel's module (smtplib, email; standardwebhooks) is imported by a service that
+    # uses the channel, and otherwise not at start-up.
+    from qjobs.channels.email import parse_smtp_url  # noqa: PLC0415
+
+    return parse_smtp_url(url)
+
+
+def _valid_webhook_secret(secret: str) -> str:
+    from qjobs.channels.webhook import valid_secret  # noqa: PLC0415
+
+    return valid_secret(secret)
 
 
 def region_env_prefix(region: str) -> str:

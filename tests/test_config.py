@@ -135,6 +135,44 @@ def test_a_channel_half_configured_or_a_page_size_out_of_range_stops_start_up(
     assert named in error_for({"QSTASH_CURRENT_SIGNING_KEY": CURRENT_KEY, **environ})
 
 
+@pytest.mark.parametrize(
+    ("environ", "line"),
+    [
+        (
+            {"SMTP_URL": "http://mail.example.test", "EMAIL_FROM": "trips@example.test"},
+            "SMTP_URL must look like smtp://user:pass@host:587?starttls=true or smtps://user:pass@host:465",
+        ),
+        (
+            {
+                "COLLABORATOR_WEBHOOK_URL": "https://hooks.example.test/trips",
+                "COLLABORATOR_WEBHOOK_SECRET": "whsec_!!!",
+            },
+            "COLLABORATOR_WEBHOOK_SECRET must be a Standard Webhooks secret (whsec_ + base64)",
+        ),
+    ],
+    ids=["smtp-url", "webhook-secret"],
+)
+def test_a_channel_setting_that_cannot_work_stops_start_up(environ: dict[str, str], line: str) -> None:
+    """The channels' modules are imported only by a service that uses them, and still check
+    their settings at start-up."""
+    assert error_for({"QSTASH_CURRENT_SIGNING_KEY": CURRENT_KEY, **environ}) == f"invalid configuration: {line}"
+
+
+def test_a_service_without_channels_does_not_import_them_at_start_up() -> None:
+    """smtplib, email and standardwebhooks belong to the channels, which notify-collaborators
+    loads with its module on its first delivery: an instance started for another job does
+    not wait for them."""
+    code = (
+        "import sys, functions_framework; functions_framework.create_app(target='jobs', source='main.py'); "
+        "print(sorted(name for name in ('qjobs.channels.email', 'qjobs.channels.webhook') if name in sys.modules))"
+    )
+    env = {"QSTASH_CURRENT_SIGNING_KEY": CURRENT_KEY, "GOOGLE_CLOUD_PROJECT": "test-project"}
+    finished = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert (finished.returncode, finished.stdout, finished.stderr) == (0, "[]\n", "")
+
+
 def test_the_ledger_and_token_collections_are_the_configured_ones(
     make_client: AppFactory, db: firestore.Client
 ) -> None:
